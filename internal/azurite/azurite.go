@@ -7,7 +7,6 @@ package azurite
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
@@ -119,7 +117,7 @@ func start(ctx context.Context, exe string, port int) (*Server, error) {
 		"--skipApiVersionCheck", "--loose", "--inMemoryPersistence", "--disableTelemetry",
 		"--silent")
 	cmd.Dir = dir // in-memory persistence writes nothing, but keep any stray file out of the tree
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	setProcessGroup(cmd)
 	logs := &tailBuffer{max: 8 << 10}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
@@ -171,11 +169,11 @@ func (s *Server) Stop() {
 	if s == nil || s.cmd.Process == nil {
 		return
 	}
-	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
+	terminateGroup(s.cmd.Process, false)
 	select {
 	case <-s.done:
 	case <-time.After(5 * time.Second):
-		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		terminateGroup(s.cmd.Process, true)
 		<-s.done
 	}
 }
@@ -220,5 +218,15 @@ func (b *tailBuffer) String() string {
 	return strings.Join(lines, "\n")
 }
 
-// ErrNotInstalled is returned by Executable's callers that want to tell a missing install apart.
-var ErrNotInstalled = errors.New("azurite not installed")
+// DevelopmentStorage is the shorthand connection string of local.settings.json files.
+const DevelopmentStorage = "UseDevelopmentStorage=true"
+
+// ExpandConnectionString turns the UseDevelopmentStorage=true shorthand, which azblob does not
+// understand, into the full connection string of Azurite's default endpoint; other strings pass
+// through unchanged.
+func ExpandConnectionString(cs string) string {
+	if strings.EqualFold(strings.TrimSuffix(strings.TrimSpace(cs), ";"), DevelopmentStorage) {
+		return ConnectionString("http://127.0.0.1:10000/" + AccountName)
+	}
+	return cs
+}

@@ -3,7 +3,11 @@
 // it against functions/*/function.json, so the two cannot drift apart.
 package functions
 
-import "github.com/vmrescue/vmrescue/internal/incident"
+import (
+	"time"
+
+	"github.com/vmrescue/vmrescue/internal/incident"
+)
 
 // Trigger types, as function.json spells them.
 const (
@@ -30,6 +34,14 @@ type Def struct {
 // Connection is the app setting prefix of the identity-based Service Bus connection
 // (ServiceBus__fullyQualifiedNamespace).
 const Connection = "ServiceBus"
+
+// HTTPOutput is the name of the http output binding of every httpTrigger function.
+const HTTPOutput = "res"
+
+// MaxStageDuration is the longest one invocation may run: a Run Command patch or dump harvest.
+// host.json's functionTimeout must allow it, and its Service Bus lock renewal must outlast
+// functionTimeout, so that no message is redelivered while its invocation still runs.
+const MaxStageDuration = 20 * time.Minute
 
 // JanitorSchedule runs the Janitor every 15 minutes.
 const JanitorSchedule = "0 */15 * * * *"

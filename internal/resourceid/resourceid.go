@@ -57,10 +57,35 @@ func ParseDisk(s string) (ID, error) { return Parse(s, "Microsoft.Compute", "dis
 // ParseSnapshot accepts a snapshot id.
 func ParseSnapshot(s string) (ID, error) { return Parse(s, "Microsoft.Compute", "snapshots") }
 
+// CheckVM applies ParseVM's strict shape and character checks without the SDK's parse, for hot
+// paths that re-validate ids vmrescue itself produced (stage messages). Anything it accepts,
+// ParseVM accepts too (tested).
+func CheckVM(s string) error {
+	_, err := check(s, "Microsoft.Compute", "virtualMachines")
+	return err
+}
+
 // Parse accepts a top-level resource id of the given provider namespace and type, and nothing
 // else: no child resources, no extension resources, no extra segments, no characters outside the
 // ones Azure allows in each part.
 func Parse(s, provider, typ string) (ID, error) {
+	id, err := check(s, provider, typ)
+	if err != nil {
+		return ID{}, err
+	}
+	parsed, err := arm.ParseResourceID(s)
+	if err != nil {
+		return ID{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if !strings.EqualFold(parsed.ResourceType.Namespace, provider) || !strings.EqualFold(parsed.ResourceType.Type, typ) ||
+		parsed.Parent == nil || parsed.Parent.ResourceType.String() != arm.ResourceGroupResourceType.String() {
+		return ID{}, fmt.Errorf("%w: %s is not %s/%s", ErrWrongType, parsed.ResourceType, provider, typ)
+	}
+	return id, nil
+}
+
+// check is the strict part of Parse: exact segments and Azure's character sets.
+func check(s, provider, typ string) (ID, error) {
 	if s == "" {
 		return ID{}, fmt.Errorf("%w: empty", ErrMalformed)
 	}
@@ -73,21 +98,21 @@ func Parse(s, provider, typ string) (ID, error) {
 	if !strings.HasPrefix(s, "/") || strings.HasSuffix(s, "/") || strings.Contains(s, "//") {
 		return ID{}, fmt.Errorf("%w: must start with / and have no empty segment", ErrMalformed)
 	}
-	segs := strings.Split(s[1:], "/")
-	if len(segs) != 8 {
-		return ID{}, fmt.Errorf("%w: want /subscriptions/{id}/resourceGroups/{name}/providers/%s/%s/{name}, got %d segments",
-			ErrMalformed, provider, typ, len(segs))
-	}
-	parsed, err := arm.ParseResourceID(s)
-	if err != nil {
-		return ID{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	var segs [8]string
+	rest := s[1:]
+	for i := range segs {
+		seg, tail, found := strings.Cut(rest, "/")
+		if (i < 7) != found {
+			return ID{}, fmt.Errorf("%w: want /subscriptions/{id}/resourceGroups/{name}/providers/%s/%s/{name}, got %d segments",
+				ErrMalformed, provider, typ, strings.Count(s, "/"))
+		}
+		segs[i], rest = seg, tail
 	}
 	if !strings.EqualFold(segs[0], "subscriptions") || !strings.EqualFold(segs[2], "resourceGroups") ||
 		!strings.EqualFold(segs[4], "providers") {
 		return ID{}, fmt.Errorf("%w: want /subscriptions/{id}/resourceGroups/{name}/providers/...", ErrMalformed)
 	}
-	if !strings.EqualFold(parsed.ResourceType.Namespace, provider) || !strings.EqualFold(segs[6], typ) ||
-		parsed.Parent == nil || parsed.Parent.ResourceType.String() != arm.ResourceGroupResourceType.String() {
+	if !strings.EqualFold(segs[5], provider) || !strings.EqualFold(segs[6], typ) {
 		return ID{}, fmt.Errorf("%w: %s/%s is not %s/%s", ErrWrongType, segs[5], segs[6], provider, typ)
 	}
 	id := ID{SubscriptionID: segs[1], ResourceGroup: segs[3], Provider: provider, Type: typ, Name: segs[7]}

@@ -39,6 +39,9 @@ func TestParseVM(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			id, err := ParseVM(tc.in)
+			if cerr := CheckVM(tc.in); !errors.Is(cerr, tc.want) && (tc.want != nil || cerr != nil) {
+				t.Errorf("CheckVM(%q) = %v, want %v", tc.in, cerr, tc.want)
+			}
 			if tc.want == nil {
 				if err != nil {
 					t.Fatalf("ParseVM(%q) = %v, want success", tc.in, err)
@@ -62,6 +65,9 @@ func FuzzParseVM(f *testing.F) {
 	f.Add(strings.Replace(vm, "erp-app-01", "a;b", 1))
 	f.Fuzz(func(t *testing.T, s string) {
 		id, err := ParseVM(s)
+		if cerr := CheckVM(s); (cerr == nil) != (err == nil) {
+			t.Fatalf("CheckVM and ParseVM disagree on %q: %v vs %v", s, cerr, err)
+		}
 		if err != nil {
 			return
 		}
