@@ -22,6 +22,7 @@ import (
 	"github.com/vmrescue/vmrescue/internal/audit"
 	"github.com/vmrescue/vmrescue/internal/azurite/azuritetest"
 	"github.com/vmrescue/vmrescue/internal/config"
+	"github.com/vmrescue/vmrescue/internal/dumpfile"
 	"github.com/vmrescue/vmrescue/internal/incident"
 )
 
@@ -274,3 +275,22 @@ func TestAuditVerifyCommand(t *testing.T) {
 type nopSeeker struct{ *bytes.Reader }
 
 func (nopSeeker) Close() error { return nil }
+
+// TestDumpInfoCommand runs `handler dump info` on a synthetic dump and on a foreign file.
+func TestDumpInfoCommand(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "MEMORY.DMP")
+	if err := dumpfile.WriteFile(good, dumpfile.Spec{BugCheckCode: 0x7B, Parameters: [4]uint64{1, 2, 3, 4}}, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	foreign := filepath.Join(dir, "notes.txt")
+	os.WriteFile(foreign, []byte("not a dump, just text that is long enough to look like something"), 0o644)
+	out, err := exec.Command(binary, "dump", "info", good).Output()
+	if err != nil || !bytes.Contains(out, []byte("INACCESSIBLE_BOOT_DEVICE")) || !bytes.Contains(out, []byte("0x0000007B")) && !bytes.Contains(out, []byte("0x7B")) && !bytes.Contains(out, []byte("0x7b")) {
+		t.Fatalf("dump info = %v\n%s", err, out)
+	}
+	out, err = exec.Command(binary, "dump", "info", foreign).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() == 0 || len(out) == 0 {
+		t.Fatalf("foreign file accepted: %v\n%s", err, out)
+	}
+}
