@@ -127,6 +127,9 @@ func wire(cfg config.Config, log *slog.Logger) (*deps, error) {
 		API:    &api.API{Trail: d.trail, Intake: in, Bus: sender, Log: log},
 		Log:    log,
 	}
+	if err := wirePipeline(cfg, cred, blobs, d, in, sender, log); err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
 	return d, nil
 }
 

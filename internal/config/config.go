@@ -62,6 +62,7 @@ const (
 	DumpsContainer         = "VMRESCUE_DUMPS_CONTAINER"
 	LocksContainer         = "VMRESCUE_LOCKS_CONTAINER"
 	ToolsContainer         = "VMRESCUE_TOOLS_CONTAINER"
+	AgentBinary            = "VMRESCUE_AGENT_BINARY"
 	ShutdownTimeout        = "VMRESCUE_SHUTDOWN_TIMEOUT"
 	LogLevel               = "VMRESCUE_LOG_LEVEL"
 )
@@ -97,6 +98,7 @@ var Settings = []Setting{
 	{Name: DumpsContainer, Default: "dumps", Example: "dumps", Doc: "Blob container for harvested dumps."},
 	{Name: LocksContainer, Default: "locks", Example: "locks", Doc: "Blob container for VM locks and rescue LUN reservations."},
 	{Name: ToolsContainer, Default: "tools", Example: "tools", Doc: "Blob container where the rescue agent binary is uploaded under its SHA-256."},
+	{Name: AgentBinary, Default: "handler-agent.exe", Example: "handler-agent.exe", Doc: "Path of the rescue agent (the handler built for windows/amd64) that Run Command runs on the rescue VM; relative paths are resolved against the handler's directory. `make package` puts it at the app root."},
 	{Name: ShutdownTimeout, Default: "25s", Example: "25s", Doc: "On SIGTERM, how long in-flight invocations may run before the handler exits."},
 	{Name: LogLevel, Default: "info", Example: "info", Doc: "debug, info, warn or error."},
 }
@@ -124,6 +126,7 @@ type Config struct {
 	DumpsContainer        string
 	LocksContainer        string
 	ToolsContainer        string
+	AgentBinary           string
 	ShutdownTimeout       time.Duration
 	LogLevel              slog.Level
 }
@@ -208,6 +211,7 @@ func Load(getenv func(string) string) (Config, error) {
 	c.DumpsContainer = r.container(DumpsContainer)
 	c.LocksContainer = r.container(LocksContainer)
 	c.ToolsContainer = r.container(ToolsContainer)
+	c.AgentBinary = r.str(AgentBinary)
 	c.ShutdownTimeout = r.duration(ShutdownTimeout, time.Second, 10*time.Minute)
 	if err := c.LogLevel.UnmarshalText([]byte(r.str(LogLevel))); err != nil {
 		r.fail(LogLevel, "must be debug, info, warn or error")

@@ -116,6 +116,12 @@ type Artifacts struct {
 	BugCheck         *BugCheck `json:"bugCheck,omitempty"`
 	TicketID         string    `json:"ticketId,omitempty"`
 	Outcome          string    `json:"outcome,omitempty"`
+	// Location and Zone are the VM's region and zone ("" when regional), read by Snapshot so that
+	// later stages place disks without reading the VM again.
+	Location string `json:"location,omitempty"`
+	Zone     string `json:"zone,omitempty"`
+	// BootDiagnostics is where the boot screenshot and serial log were stored (container/prefix).
+	BootDiagnostics string `json:"bootDiagnostics,omitempty"`
 }
 
 // Message is the body of every stage message (contract: version, incidentId, vmResourceId, stage,
@@ -202,6 +208,8 @@ const (
 	RoleRescueDisk      = "rescue-disk"
 	RoleHarvestSnapshot = "harvest-snapshot"
 	RoleHarvestDisk     = "harvest-disk"
+	// RoleAgentRun tags the managed Run Commands that run the rescue agent on a rescue VM.
+	RoleAgentRun = "agent-run"
 )
 
 // Tags returns the tags for a resource made for an incident.
@@ -242,4 +250,8 @@ const (
 	OutcomeRecovered  = "recovered"
 	OutcomeRolledBack = "rolled-back"
 	OutcomeRefused    = "refused"
+	// OutcomeHarvested: the dump was harvested and support tickets are turned off.
+	OutcomeHarvested = "harvested"
+	// OutcomeDryRun: a dry run walked every stage and made nothing.
+	OutcomeDryRun = "dry-run"
 )

@@ -48,6 +48,10 @@ type Intake struct {
 	Scope Scope
 	Now   func() time.Time
 	Log   *slog.Logger
+	// OnSignal, when set, is told of each further alert recorded as a signal on an active
+	// incident (the pipeline uses a crash alert to end the reproduction wait early). Its error is
+	// returned, so that the alert is delivered again.
+	OnSignal func(ctx context.Context, incidentID, vmResourceID string, trigger incident.Trigger) error
 }
 
 // Request asks for an incident on a VM.
@@ -112,6 +116,11 @@ func (in *Intake) Open(ctx context.Context, req Request) (Result, error) {
 					Detail: map[string]any{"trigger": req.Trigger},
 				}); err != nil {
 					return Result{}, fmt.Errorf("record signal on %s: %w", holder, err)
+				}
+				if in.OnSignal != nil {
+					if err := in.OnSignal(ctx, holder, vm, req.Trigger); err != nil {
+						return Result{}, fmt.Errorf("act on signal for %s: %w", holder, err)
+					}
 				}
 			}
 			return Result{IncidentID: holder}, nil

@@ -1,0 +1,128 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/vmrescue/vmrescue/internal/armerr"
+	"github.com/vmrescue/vmrescue/internal/incident"
+	"github.com/vmrescue/vmrescue/internal/lifecycle"
+	"github.com/vmrescue/vmrescue/internal/resourceid"
+	"github.com/vmrescue/vmrescue/internal/vms"
+)
+
+// rollback is the Failed stage. It takes the dead letters of every queue, the rollbacks queued
+// after a terminal failure or a stall, and RemediationRollback's requests. It records the failure,
+// puts the VM's original OS disk back if it was swapped, detaches the incident's disks from the
+// rescue VMs, gives back its LUNs and the VM lock, and publishes the event.
+//
+// It only ever undoes the incident's own work: it swaps back only when the VM's OS disk is the
+// incident's patched disk, and detaches only the incident's disks. Disks and snapshots are left
+// for the Janitor, which removes them once the incident is over (the backup snapshot only after
+// the retention period).
+func (p *Pipeline) rollback(ctx context.Context, r *run) error {
+	if r.state == incident.StateRejected {
+		return r.note(ctx, "the incident was rejected at intake: nothing to roll back")
+	}
+	deadLetter := r.msg.Stage != incident.StageFailed
+	if deadLetter {
+		reason := fmt.Sprintf("the %s stage's message was dead-lettered after %d deliveries", r.msg.Stage, r.d.DeliveryCount)
+		if err := r.append(ctx, incident.EventFailed, detail{Reason: reason, RollbackQueued: true}, ""); err != nil {
+			return err
+		}
+	}
+	a := merge(summarize(r.msg.IncidentID, r.recs).Artifacts, r.msg.Artifacts)
+	patched := diskID(r.vm, incident.RescueDiskName(r.msg.IncidentID))
+
+	vm, err := p.getVM(ctx, r.vm, true)
+	vmGone := armerr.IsNotFound(err)
+	if err != nil && !vmGone {
+		return fmt.Errorf("read VM: %w", err)
+	}
+	swappedBack := false
+	if !vmGone && strings.EqualFold(vm.OSDiskID, patched) {
+		original := a.OriginalOSDiskID
+		if original == "" {
+			original, _ = vm.Tag(incident.TagOriginalOSDisk)
+		}
+		if _, perr := resourceid.ParseDisk(original); perr != nil {
+			return r.note(ctx, "the VM runs on the patched disk but the original OS disk is unknown: the OS disk is left as it is")
+		}
+		if vm.Power != vms.PowerDeallocated {
+			if err := r.deallocate(ctx, r.vm); err != nil {
+				return fmt.Errorf("deallocate VM: %w", err)
+			}
+		}
+		tags := vm.Tags
+		for k := range tags {
+			if strings.EqualFold(k, incident.TagOriginalOSDisk) {
+				delete(tags, k)
+			}
+		}
+		if err := r.swapOSDisk(ctx, r.vm, original, tags); err != nil {
+			return fmt.Errorf("put the original OS disk back: %w", err)
+		}
+		r.made.Swapped, swappedBack = false, true
+		vm.Power = vms.PowerDeallocated
+	}
+	for _, name := range []string{incident.RescueDiskName(r.msg.IncidentID), incident.HarvestDiskName(r.msg.IncidentID)} {
+		d, ok, err := p.getDisk(ctx, r.vm.SubscriptionID, r.vm.ResourceGroup, name)
+		if err != nil {
+			return fmt.Errorf("read disk %s: %w", name, err)
+		}
+		if ok && d.ManagedBy != "" && p.isRescueVM(d.ManagedBy) {
+			if err := r.detach(ctx, mustVM(d.ManagedBy), d.ID); err != nil {
+				return fmt.Errorf("detach %s: %w", name, err)
+			}
+		}
+	}
+	if !r.dry {
+		if err := p.releaseLUNs(ctx, r.msg.IncidentID); err != nil {
+			return err
+		}
+	}
+	if !vmGone && !p.Config.LeaveDeallocated && vm.Power != vms.PowerRunning && vm.Power != vms.PowerStarting {
+		if err := r.start(ctx, r.vm); err != nil {
+			return fmt.Errorf("start VM: %w", err)
+		}
+	}
+	reason := "rollback requested"
+	state, typ := incident.StateClosed, lifecycle.TypeRolledBack
+	if r.state == incident.StateFailed || deadLetter || r.rollbackQueued() {
+		state, typ, reason = incident.StateFailed, lifecycle.TypeFailed, "rolled back after a failure"
+	}
+	if swappedBack {
+		reason += "; the original OS disk is back"
+	}
+	return r.end(ctx, state, incident.EventRolledBack, incident.OutcomeRolledBack, reason, typ)
+}
+
+// rollbackQueued reports a failure record after which a rollback was queued.
+func (r *run) rollbackQueued() bool {
+	for _, rec := range r.recs {
+		if rec.Event == incident.EventFailed && detailOf(rec).RollbackQueued {
+			return true
+		}
+	}
+	return false
+}
+
+// releaseLUNs gives back every LUN the incident holds on any rescue VM of the pool.
+func (p *Pipeline) releaseLUNs(ctx context.Context, incidentID string) error {
+	for _, id := range p.Config.RescueVMs {
+		holders, err := p.Locks.LUNHolders(ctx, id)
+		if err != nil {
+			return fmt.Errorf("LUN reservations of %s: %w", id, err)
+		}
+		for lun, h := range holders {
+			if h != incidentID {
+				continue
+			}
+			if err := p.Locks.ReleaseLUN(ctx, id, lun, incidentID); err != nil && !isNotHolder(err) {
+				return fmt.Errorf("release LUN %d of %s: %w", lun, id, err)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,191 @@
+package pipeline_test
+
+import (
+	"context"
+	"maps"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmrescue/vmrescue/internal/azsim"
+	"github.com/vmrescue/vmrescue/internal/incident"
+	"github.com/vmrescue/vmrescue/internal/pipeline"
+)
+
+// TestJanitorRetention: after a ticketed incident the backup snapshot stays until the retention
+// period has passed; then the Janitor deletes it, records it, and never touches the original OS
+// disk or the patched disk the VM now runs on.
+func TestJanitorRetention(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	id := e.open("app-web-01", false)
+	p := e.pipeline()
+	for {
+		d, ok := e.step(p)
+		if !ok {
+			break
+		}
+		if d.queue == incident.StageReattachReboot {
+			e.awaitStart()
+		}
+	}
+	v := e.checkClean(id)
+	backup := v.Artifacts.SnapshotID
+	if _, ok := e.sim.State().Snapshot(backup); !ok {
+		t.Fatalf("backup snapshot %s is gone before its retention ended", backup)
+	}
+	j := e.newPipeline(nil)
+	j.Now = func() time.Time { return time.Now().Add(e.cfg.Retention - time.Hour) }
+	e.sim.ResetCalls()
+	rep, err := j.Clean(context.Background())
+	if err != nil || len(rep.DeletedSnaps) > 0 {
+		t.Fatalf("before retention: %+v %v", rep, err)
+	}
+	if got, want := calls(e.sim), pipeline.Budget("Janitor", "", len(e.cfg.RescueVMs)); !maps.Equal(got, want) {
+		t.Errorf("janitor requests %v, want %v", got, want)
+	}
+	j.Now = func() time.Time { return time.Now().Add(e.cfg.Retention + time.Hour) }
+	rep, err = j.Clean(context.Background())
+	if err != nil || len(rep.DeletedSnaps) != 1 || !strings.EqualFold(rep.DeletedSnaps[0], backup) {
+		t.Fatalf("after retention: %+v %v", rep, err)
+	}
+	if _, ok := e.sim.State().Snapshot(backup); ok {
+		t.Error("backup snapshot still there")
+	}
+	vm, _ := e.sim.State().VM(e.fleet.VMID("app-web-01"))
+	if _, ok := e.sim.State().Disk(vm.OSDiskID); !ok {
+		t.Error("the VM's OS disk was deleted")
+	}
+	if _, ok := e.sim.State().Disk(v.Artifacts.OriginalOSDiskID); !ok {
+		t.Error("the original OS disk was deleted")
+	}
+	e.checkClean(id)
+	found := false
+	for _, r := range e.records(id) {
+		if r.Stage == "janitor" && recordDetail(r)["operation"] == "Snapshots.BeginDelete" {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("the deletion is not on the incident's trail")
+	}
+}
+
+// TestJanitorStall: an incident with no progress for longer than the stall timeout is marked
+// failed and rolled back; its leftovers and LUN go.
+func TestJanitorStall(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	id, _ := e.reach(scenario{stage: incident.StageOfflinePatch, vm: "app-web-01"})
+	// The OfflinePatch message is lost: nothing more happens.
+	j := e.newPipeline(nil)
+	j.Now = func() time.Time { return time.Now().Add(e.cfg.StallTimeout - time.Minute) }
+	if rep, err := j.Clean(context.Background()); err != nil || len(rep.Stalled) != 0 {
+		t.Fatalf("before the stall timeout: %+v %v", rep, err)
+	}
+	j.Now = func() time.Time { return time.Now().Add(e.cfg.StallTimeout + time.Minute) }
+	rep, err := j.Clean(context.Background())
+	if err != nil || len(rep.Stalled) != 1 || rep.Stalled[0] != id {
+		t.Fatalf("stall: %+v %v", rep, err)
+	}
+	if len(e.bus.sentTo(incident.StageFailed)) != 1 {
+		t.Fatal("no rollback queued")
+	}
+	e.drain(e.newPipeline(nil))
+	v := e.checkClean(id)
+	if v.State != incident.StateFailed || v.Outcome != incident.OutcomeRolledBack {
+		t.Errorf("incident %s/%s", v.State, v.Outcome)
+	}
+	if _, ok := e.sim.State().Disk(diskOf(e, id)); ok {
+		t.Error("the rescue disk of the failed incident is still there")
+	}
+}
+
+func diskOf(e *env, id string) string {
+	return e.sim.State().ResourceID("disks", "rg-app", incident.RescueDiskName(id))
+}
+
+// TestFullRescuePool: with every LUN of the only rescue VM in the zone taken, RescueAttach waits
+// (scheduled retries, never a failure) and completes once a LUN is free.
+func TestFullRescuePool(t *testing.T) {
+	t.Parallel()
+	fleet := azsim.DefaultFleet()
+	fleet.RescueVMs = []azsim.RescueVMSpec{{Name: "rescue-small", ResourceGroup: "rg-vmrescue", Size: "Standard_A1_v2", Zone: "1", HyperVGeneration: "V2"}}
+	e := newEnv(t, envOptions{fleet: fleet})
+	rescue := e.cfg.RescueVMs[0]
+	busy := "inc-20200101-000000-b0b0"
+	ctx := context.Background()
+	for lun := int32(0); lun < 2; lun++ {
+		if ok, _, err := e.locks.ReserveLUN(ctx, rescue, lun, busy); err != nil || !ok {
+			t.Fatal(err)
+		}
+	}
+	id, d := e.reach(scenario{stage: incident.StageRescueAttach, vm: "app-web-01"})
+	p := e.newPipeline(nil)
+	if err := e.run(p, ctx, d, 1); err != nil {
+		t.Fatalf("a full pool must wait, not fail: %v", err)
+	}
+	for i := 2; i <= 3; i++ {
+		w, _ := e.bus.pop()
+		if w.queue != incident.StageRescueAttach || w.id != incident.MessageID(id, incident.StageRescueAttach, i-1) {
+			t.Fatalf("want retry %d of rescue-attach, got %s %s", i-1, w.queue, w.id)
+		}
+		if i == 3 {
+			for lun := int32(0); lun < 2; lun++ {
+				if err := e.locks.ReleaseLUN(ctx, rescue, lun, busy); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := e.run(p, ctx, w, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waits := 0
+	for _, r := range e.records(id) {
+		if r.Event == incident.EventRetrying && strings.Contains(recordDetail(r)["reason"].(string), "no rescue capacity") {
+			waits++
+		}
+	}
+	if waits != 2 {
+		t.Errorf("%d capacity waits recorded, want 2", waits)
+	}
+	for {
+		d, ok := e.step(p)
+		if !ok {
+			break
+		}
+		if d.err != nil {
+			t.Fatal(d.err)
+		}
+		if d.queue == incident.StageReattachReboot {
+			e.awaitStart()
+		}
+	}
+	v := e.checkClean(id)
+	if v.State != incident.StateClosed || v.Outcome != incident.OutcomeTicketed {
+		t.Errorf("incident %s/%s", v.State, v.Outcome)
+	}
+}
+
+// TestSnapshotCopyWait: the Snapshot stage waits for the incremental snapshot's background copy,
+// reading CompletionPercent, before it moves on.
+func TestSnapshotCopyWait(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{timeScale: 1, latency: azsim.LatencyTable{azsim.LatencySnapshotCopy: 300 * time.Millisecond}})
+	id, d := e.reach(scenario{stage: incident.StageSnapshot, vm: "app-web-01"})
+	e.sim.ResetCalls()
+	if err := e.run(e.newPipeline(nil), context.Background(), d, 1); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.sim.CallCount("Snapshots.Get"); n < 3 {
+		t.Errorf("%d snapshot reads: the copy was not waited for", n)
+	}
+	snap, ok := e.sim.State().Snapshot(e.sim.State().ResourceID("snapshots", "rg-app", incident.BackupSnapshotName(id)))
+	if !ok || snap.CompletionPercent < 100 {
+		t.Errorf("snapshot %+v", snap)
+	}
+	if next := e.bus.sentTo(incident.StageRescueAttach); len(next) != 1 {
+		t.Errorf("%d rescue-attach messages", len(next))
+	}
+}

@@ -1,0 +1,183 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+	"github.com/vmrescue/vmrescue/internal/armerr"
+	"github.com/vmrescue/vmrescue/internal/fault"
+	"github.com/vmrescue/vmrescue/internal/incident"
+	"github.com/vmrescue/vmrescue/internal/snapshots"
+	"github.com/vmrescue/vmrescue/internal/vms"
+)
+
+// snapshot is the Snapshot stage: read the VM, refuse what vmrescue cannot repair, deallocate it,
+// and take an incremental snapshot of its OS disk as the backup, waiting for its background copy.
+func (p *Pipeline) snapshot(ctx context.Context, r *run) error {
+	vm, err := p.getVM(ctx, r.vm, true)
+	if armerr.IsNotFound(err) {
+		return &refusal{reasons: []string{"the VM no longer exists"}}
+	}
+	if err != nil {
+		return fmt.Errorf("read VM: %w", err)
+	}
+	if reasons := p.refusals(vm); len(reasons) > 0 {
+		return &refusal{reasons: reasons}
+	}
+	r.made.OriginalOSDiskID, r.made.Location, r.made.Zone = vm.OSDiskID, vm.Location, vm.Zone
+
+	if vm.Power != vms.PowerDeallocated {
+		if err := r.deallocate(ctx, r.vm); err != nil {
+			return fmt.Errorf("deallocate VM: %w", err)
+		}
+	}
+
+	name := incident.BackupSnapshotName(r.msg.IncidentID)
+	sid := snapshotID(r.vm, name)
+	snap, err := r.ensureSnapshot(ctx, name, vm.OSDiskID, vm.Location, incident.RoleBackupSnapshot, true)
+	if err != nil {
+		return err
+	}
+	r.made.SnapshotID = sid
+	if !r.dry && !snap.Complete() {
+		if err := p.awaitSnapshot(ctx, r, name); err != nil {
+			return err
+		}
+	}
+	return r.complete(ctx, incident.StageRescueAttach, time.Time{}, 0)
+}
+
+// refusals lists every reason vmrescue cannot remediate the VM.
+func (p *Pipeline) refusals(vm vms.Facts) []string {
+	var out []string
+	if !strings.EqualFold(vm.OSType, "Windows") {
+		out = append(out, fmt.Sprintf("the VM runs %s, not Windows", orUnknown(vm.OSType)))
+	}
+	if vm.UnmanagedOSDisk {
+		out = append(out, "the OS disk is unmanaged (a VHD in a storage account): it cannot be snapshotted and swapped")
+	}
+	if vm.DiskEncryption {
+		out = append(out, "Azure Disk Encryption is enabled: the OS disk cannot be read on a rescue VM or swapped")
+	}
+	if tag := p.Config.OptOutTag; tag != "" {
+		if _, ok := vm.Tag(tag); ok {
+			out = append(out, fmt.Sprintf("the VM carries the opt-out tag %q", tag))
+		}
+	}
+	return out
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "an unknown OS"
+	}
+	return s
+}
+
+// ensureSnapshot finds or makes the incident's snapshot name of sourceDiskID in the VM's
+// resource group. A snapshot of that name from another source is refused: the name belongs to
+// the incident.
+func (r *run) ensureSnapshot(ctx context.Context, name, sourceDiskID, location, role string, incremental bool) (snapshots.Facts, error) {
+	p := r.p
+	rg := r.vm.ResourceGroup
+	sid := snapshotID(r.vm, name)
+	snap, exists, err := p.getSnapshot(ctx, r.vm.SubscriptionID, rg, name)
+	if err != nil {
+		return snapshots.Facts{}, fmt.Errorf("read snapshot %s: %w", name, err)
+	}
+	if exists {
+		if !strings.EqualFold(snap.SourceID, sourceDiskID) {
+			return snapshots.Facts{}, fault.Terminal(fmt.Errorf("snapshot %s exists with source %s, not %s", name, snap.SourceID, sourceDiskID))
+		}
+		return snap, r.found(ctx, "Snapshots.BeginCreateOrUpdate", sid)
+	}
+	body := armcompute.Snapshot{
+		Location: &location,
+		Tags:     tagsOf(r.msg.IncidentID, role, sourceDiskID),
+		Properties: &armcompute.SnapshotProperties{
+			CreationData: &armcompute.CreationData{CreateOption: ptr(armcompute.DiskCreateOptionCopy), SourceResourceID: &sourceDiskID},
+			Incremental:  &incremental,
+		},
+	}
+	az, err := p.in(r.vm.SubscriptionID)
+	if err != nil {
+		return snapshots.Facts{}, err
+	}
+	var made armcompute.SnapshotsClientCreateOrUpdateResponse
+	err = r.write(ctx, "Snapshots.BeginCreateOrUpdate", sid, func(ctx context.Context) error {
+		var err error
+		made, err = armclientLRO(ctx, func(ctx context.Context) (*runtime.Poller[armcompute.SnapshotsClientCreateOrUpdateResponse], error) {
+			return az.Snapshots.BeginCreateOrUpdate(ctx, rg, name, body, nil)
+		})
+		return err
+	})
+	if armerr.IsConflict(err) {
+		// Another attempt is making it right now: read again.
+		if again, ok, gerr := p.getSnapshot(ctx, r.vm.SubscriptionID, rg, name); gerr == nil && ok {
+			return again, nil
+		}
+	}
+	if err != nil {
+		return snapshots.Facts{}, fmt.Errorf("create snapshot %s: %w", name, err)
+	}
+	if r.dry {
+		return snapshots.Facts{ID: sid, Name: name, SourceID: sourceDiskID, CompletionPercent: 100}, nil
+	}
+	return snapshots.FactsOf(made.Snapshot), nil
+}
+
+// awaitSnapshot waits, within snapshotBudget, for an incremental snapshot's background copy;
+// after that the stage runs again later.
+func (p *Pipeline) awaitSnapshot(ctx context.Context, r *run, name string) error {
+	deadline := time.Now().Add(snapshotBudget)
+	for {
+		snap, ok, err := p.getSnapshot(ctx, r.vm.SubscriptionID, r.vm.ResourceGroup, name)
+		if err != nil {
+			return fmt.Errorf("read snapshot %s: %w", name, err)
+		}
+		if !ok {
+			return fmt.Errorf("snapshot %s vanished while its copy ran", name)
+		}
+		if snap.Complete() {
+			return nil
+		}
+		if time.Now().Add(p.poll()).After(deadline) {
+			return wait(capacityWait, "snapshot %s is %.1f%% copied", name, snap.CompletionPercent)
+		}
+		if err := sleep(ctx, p.poll()); err != nil {
+			return err
+		}
+	}
+}
+
+// maxTagValue is Azure's limit on a tag value.
+const maxTagValue = 256
+
+func tagsOf(incidentID, role, source string) map[string]*string {
+	return incident.Tags(incidentID, role, tagValue(source))
+}
+
+// tagValue fits a resource id into a tag value: an id longer than Azure allows is shortened to
+// its last segment, the resource name.
+func tagValue(id string) string {
+	if len(id) <= maxTagValue {
+		return id
+	}
+	name := id[strings.LastIndex(id, "/")+1:]
+	return clip(name, maxTagValue-len("…"))
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
