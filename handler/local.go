@@ -93,9 +93,10 @@ func localCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			HandlerPort: *handlerPort, TimeScale: hostScale, MaxDeliveryCount: *maxDelivery,
 			DisableTimers: *noTimers, Output: stderr,
 		},
-		Fleet:          fleet,
-		Sim:            azsim.Options{TimeScale: *timeScale, Faults: azsim.FaultConfig{Rate: *faults, Seed: *seed}},
-		InstallAzurite: true,
+		Fleet:           fleet,
+		Sim:             azsim.Options{TimeScale: *timeScale, Faults: azsim.FaultConfig{Rate: *faults, Seed: *seed}},
+		InstallAzurite:  true,
+		SimulateWindows: true,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "handler local: %v\n", err)

@@ -262,28 +262,6 @@ func TestTimerInvocationMatchesHost(t *testing.T) {
 	}
 }
 
-func TestCrashEventMatchesResourceHealth(t *testing.T) {
-	t.Parallel()
-	const vm = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-erp/providers/Microsoft.Compute/virtualMachines/erp-app-01"
-	at := time.Date(2026, 11, 20, 3, 14, 7, 123456700, time.UTC)
-	for schema, fixture := range map[string]struct{ file, id string }{
-		hostproto.SchemaEventGrid:   {"resource-annotated-crashed.eventgrid.json", "6d1c2b7e-3f4a-4b8e-9a51-2f0c7d9e1a43"},
-		hostproto.SchemaCloudEvents: {"resource-annotated-crashed.cloudevent.json", "0a7f5e21-9c3d-4e6b-8f12-7b4a3c2d1e90"},
-	} {
-		t.Run(schema, func(t *testing.T) {
-			t.Parallel()
-			got, err := CrashEvent(vm, fixture.id, at, schema)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sameJSON(t, got, readFile(t, filepath.Join(hostFixtures, "events", fixture.file)))
-		})
-	}
-	if _, err := CrashEvent("/subscriptions/x/resourceGroups/rg/providers/Microsoft.Compute/disks/d", "id", at, hostproto.SchemaEventGrid); err == nil {
-		t.Fatal("a disk id made a VM crash event")
-	}
-}
-
 func BenchmarkServiceBusInvocation(b *testing.B) {
 	fixture := readFile(b, filepath.Join(hostFixtures, "invocations", "servicebus-snapshot.invocation.json"))
 	req, err := hostproto.DecodeRequest(bytes.NewReader(fixture))

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vmrescue/vmrescue/internal/azsim"
+	"github.com/vmrescue/vmrescue/internal/azsim/winsim"
 	"github.com/vmrescue/vmrescue/internal/azurite"
 	"github.com/vmrescue/vmrescue/internal/config"
 )
@@ -40,6 +41,10 @@ type StackOptions struct {
 	AzuriteURL string
 	// InstallAzurite runs npm to install Azurite into .tools/azurite when it is missing.
 	InstallAzurite bool
+	// SimulateWindows gives every simulated disk a fake Windows, runs the real rescue agent in
+	// Run Command, and makes started VMs crash again, posting VirtualMachineCrashed to the host's
+	// Event Grid webhook as Resource Health does (winsim). Without it, Run Command only records.
+	SimulateWindows bool
 }
 
 // Stack is everything `handler local` runs: Azurite, the Azure simulator on loopback HTTP, and
@@ -51,6 +56,9 @@ type Stack struct {
 	AzuriteURL string // the blob service URL
 	// StorageConnectionString is the handler's VMRESCUE_STORAGE_CONNECTION_STRING.
 	StorageConnectionString string
+
+	// World is the simulated Windows side when SimulateWindows is set.
+	World *winsim.World
 
 	azurite *azurite.Server
 	simSrv  *http.Server
@@ -116,12 +124,22 @@ func StartStack(ctx context.Context, opts StackOptions) (st *Stack, err error) {
 		simOpts.Logger = slog.New(slog.NewTextHandler(&lineWriter{w: out, prefix: "[azsim] "},
 			&slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
+	if opts.SimulateWindows {
+		webhook := st.Host.URL() + "/runtime/webhooks/eventgrid?functionName=HealthAlert"
+		st.World = winsim.New(winsim.Options{PostEvent: winsim.PostTo(webhook, nil, "eventgrid"), Logger: simOpts.Logger})
+		st.World.Install(&simOpts)
+	}
 	if opts.ConfigureSim != nil {
 		opts.ConfigureSim(&simOpts, st)
 	}
 	st.Sim, err = azsim.New(fleet, simOpts)
 	if err != nil {
 		return st, err
+	}
+	if st.World != nil {
+		if err := st.World.Bind(st.Sim); err != nil {
+			return st, fmt.Errorf("simulated Windows: %w", err)
+		}
 	}
 	st.simSrv = &http.Server{Handler: st.Sim.Handler(), ReadHeaderTimeout: readHeaderTimeout, IdleTimeout: idleTimeout}
 	go func() { _ = st.simSrv.Serve(st.simLn) }()
@@ -146,6 +164,9 @@ func (st *Stack) Stop(ctx context.Context) error {
 		cancel()
 	} else if st.simLn != nil {
 		st.simLn.Close()
+	}
+	if st.World != nil {
+		st.World.Close()
 	}
 	if st.azurite != nil {
 		st.azurite.Stop()

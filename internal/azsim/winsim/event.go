@@ -8,10 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/vmrescue/vmrescue/internal/resourceid"
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/vmrescue/vmrescue/internal/hostproto"
@@ -81,10 +81,11 @@ type cloudEvent struct {
 // with hostproto.SchemaCloudEvents one CloudEvents 1.0 event. The shape is that of
 // shared/fixtures/events/resource-annotated-crashed.*.json.
 func CrashEvent(vmID, eventID string, at time.Time, schema string) ([]byte, error) {
-	sub := subscriptionOf(vmID)
-	if sub == "" {
-		return nil, fmt.Errorf("crash event: %q is not a resource id", vmID)
+	vm, err := resourceid.ParseVM(vmID)
+	if err != nil {
+		return nil, fmt.Errorf("crash event: %w", err)
 	}
+	sub := vm.SubscriptionID
 	when := at.UTC().Format(eventTimeLayout)
 	data := healthData{
 		ResourceInfo: resourceInfo{
@@ -110,21 +111,6 @@ func CrashEvent(vmID, eventID string, at time.Time, schema string) ([]byte, erro
 			Type: ResourceAnnotatedType, SpecVersion: "1.0", Time: when})
 	}
 	return nil, fmt.Errorf("crash event: unknown schema %q", schema)
-}
-
-// subscriptionOf returns the subscription of a resource id ("" if none).
-func subscriptionOf(id string) string {
-	const p = "/subscriptions/"
-	if len(id) <= len(p) || !strings.EqualFold(id[:len(p)], p) {
-		return ""
-	}
-	rest := id[len(p):]
-	for i := range len(rest) {
-		if rest[i] == '/' {
-			return rest[:i]
-		}
-	}
-	return rest
 }
 
 // newEventID is a random UUID, as Resource Health's annotation ids are.
