@@ -55,3 +55,23 @@ func Delay(err error) (time.Duration, bool) {
 	}
 	return 0, false
 }
+
+type recorded struct{ err error }
+
+func (r recorded) Error() string { return r.err.Error() }
+func (r recorded) Unwrap() error { return r.err }
+
+// Recorded marks err as already written to the incident's audit trail by the code that returns
+// it, so that its caller does not record the same failure twice.
+func Recorded(err error) error {
+	if err == nil {
+		return nil
+	}
+	return recorded{err}
+}
+
+// IsRecorded reports whether err, or any error it wraps, was marked recorded.
+func IsRecorded(err error) bool {
+	var r recorded
+	return errors.As(err, &r)
+}

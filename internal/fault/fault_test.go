@@ -36,3 +36,14 @@ func TestClassification(t *testing.T) {
 		})
 	}
 }
+
+func TestRecorded(t *testing.T) {
+	base := errors.New("boom")
+	err := fmt.Errorf("stage: %w", Recorded(Terminal(base)))
+	if !IsRecorded(err) || !IsTerminal(err) || !errors.Is(err, base) {
+		t.Fatalf("marks lost: recorded=%v terminal=%v", IsRecorded(err), IsTerminal(err))
+	}
+	if IsRecorded(Terminal(base)) || Recorded(nil) != nil {
+		t.Fatal("unmarked error reported as recorded")
+	}
+}

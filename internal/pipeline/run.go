@@ -121,8 +121,10 @@ func (p *Pipeline) begin(ctx context.Context, stage incident.Stage, msg incident
 		err = fmt.Errorf("artifacts point outside the incident's resources: %w", err)
 		// Recorded on the incident when it has a trail; the message is never acted on.
 		if _, serr := p.Trail.State(ctx, msg.IncidentID); serr == nil {
-			_, _ = p.Trail.Append(ctx, msg.IncidentID, audit.Entry{VMResourceID: msg.VMResourceID, Stage: string(stage),
-				Event: incident.EventRejected, Detail: detail{Reason: clip(err.Error(), 1000), MessageID: d.MessageID}})
+			if _, aerr := p.Trail.Append(ctx, msg.IncidentID, audit.Entry{VMResourceID: msg.VMResourceID, Stage: string(stage),
+				Event: incident.EventRejected, Detail: detail{Reason: clip(err.Error(), 1000), MessageID: d.MessageID}}); aerr == nil {
+				return nil, false, fault.Recorded(fault.Terminal(err))
+			}
 		}
 		return nil, false, fault.Terminal(err)
 	}
@@ -236,6 +238,10 @@ func (r *run) finish(ctx context.Context, err error) error {
 		r.log.Error("stage failed terminally", "err", err)
 		if eerr := r.escalate(ctx, err); eerr != nil {
 			r.log.Error("could not queue the rollback", "err", eerr)
+			return err
+		}
+		if r.stage != incident.StageFailed {
+			return fault.Recorded(err) // escalate wrote the failed record
 		}
 		return err
 	}

@@ -186,7 +186,7 @@ func (s *Server) stage(ctx context.Context, inv *invocation, req *hostproto.Requ
 		return fmt.Errorf("stage %s is not available in this build", def.Stage)
 	}
 	err = runner.Run(ctx, msg, Delivery{MessageID: sbm.MessageID, DeliveryCount: sbm.DeliveryCount, EnqueuedTime: sbm.EnqueuedTime})
-	if err != nil && fault.IsTerminal(err) {
+	if err != nil && fault.IsTerminal(err) && !fault.IsRecorded(err) {
 		if _, aerr := s.Trail.Append(ctx, msg.IncidentID, audit.Entry{
 			VMResourceID: msg.VMResourceID, Stage: string(def.Stage), Event: incident.EventFailed,
 			Detail: map[string]any{"reason": err.Error(), "terminal": true},

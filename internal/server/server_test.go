@@ -407,3 +407,31 @@ func TestReadiness(t *testing.T) {
 		t.Fatalf("readiness = %d", resp.StatusCode)
 	}
 }
+
+// TestRecordedTerminalFailureIsNotRecordedTwice: a stage that wrote its own failed record marks the
+// error recorded, and the server does not append another.
+func TestRecordedTerminalFailureIsNotRecordedTwice(t *testing.T) {
+	stages := map[incident.Stage]StageRunner{
+		incident.StageSnapshot: stageFunc(func(context.Context, incident.Message, Delivery) error {
+			return fmt.Errorf("snapshot: %w", fault.Recorded(fault.Terminal(errors.New("PropertyChangeNotAllowed"))))
+		}),
+	}
+	e := newEnv(t, stages)
+	ctx := context.Background()
+	id := "inc-20261120-031407-cccc03"
+	if _, err := e.trail.Append(ctx, id, audit.Entry{VMResourceID: vmErp, Stage: "intake", Event: incident.EventOpened, State: incident.StateActive}); err != nil {
+		t.Fatal(err)
+	}
+	msg := incident.Message{Version: 1, IncidentID: id, VMResourceID: vmErp, Stage: incident.StageSnapshot,
+		Trigger: incident.Trigger{Kind: incident.TriggerAlert}}
+	if code, body := e.post(t, "/Snapshot", sbInvocation(t, msg, id+":snapshot")); code != 200 {
+		t.Fatalf("code = %d: %s", code, body)
+	}
+	recs, err := e.trail.Read(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 {
+		t.Fatalf("server appended %d records for a failure the stage had recorded", len(recs)-1)
+	}
+}
