@@ -301,6 +301,18 @@ func (s *Store) finish(ctx context.Context, ab AppendBlob, rec Record, state str
 var errExists = errors.New("blob exists")
 
 func (s *Store) create(ctx context.Context, ab AppendBlob, incidentID string, e Entry) error {
+	err := s.createBlob(ctx, ab, incidentID, e)
+	if bloberror.HasCode(err, bloberror.ContainerNotFound) {
+		// The first write of a new deployment can race the start-up creation of the container.
+		if err := s.EnsureContainer(ctx); err != nil {
+			return err
+		}
+		err = s.createBlob(ctx, ab, incidentID, e)
+	}
+	return err
+}
+
+func (s *Store) createBlob(ctx context.Context, ab AppendBlob, incidentID string, e Entry) error {
 	state := e.State
 	if state == "" {
 		state = incident.StateActive
@@ -348,7 +360,7 @@ func (nopCloser) Close() error { return nil }
 // download reads a whole blob; ErrNotFound when it does not exist.
 func download(ctx context.Context, ab AppendBlob) ([]byte, error) {
 	resp, err := ab.DownloadStream(ctx, nil)
-	if bloberror.HasCode(err, bloberror.BlobNotFound) {
+	if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
@@ -400,7 +412,7 @@ func (s *Store) Tags(ctx context.Context, incidentID string) (map[string]string,
 		return nil, fmt.Errorf("audit tags: invalid incident id %q: %w", incidentID, ErrNotFound)
 	}
 	resp, err := s.c.NewAppendBlob(BlobName(incidentID)).GetTags(ctx, nil)
-	if bloberror.HasCode(err, bloberror.BlobNotFound) {
+	if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
 		err = ErrNotFound
 	}
 	if err != nil {

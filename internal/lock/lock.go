@@ -291,6 +291,13 @@ func (l *Locks) acquire(ctx context.Context, name string, n note) (string, bool,
 	bb := l.c.NewBlockBlob(name)
 	for range maxLockAttempts {
 		err := l.put(ctx, bb, n, &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)})
+		if bloberror.HasCode(err, bloberror.ContainerNotFound) {
+			// The first lock of a new deployment can race the start-up creation of the container.
+			if err := l.EnsureContainer(ctx); err != nil {
+				return "", false, err
+			}
+			err = l.put(ctx, bb, n, &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)})
+		}
 		if err == nil {
 			return n.IncidentID, true, nil
 		}
@@ -329,7 +336,7 @@ func (l *Locks) release(ctx context.Context, name, incidentID string) error {
 		_, err = bb.Delete(ctx, &blob.DeleteOptions{AccessConditions: &blob.AccessConditions{
 			ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfMatch: &etag},
 		}})
-		if err == nil || bloberror.HasCode(err, bloberror.BlobNotFound) {
+		if err == nil || bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
 			return nil
 		}
 		if !changed(err) {
