@@ -70,6 +70,11 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	o.Progress = stderr
 	rep := bench.Report{Command: "handler bench " + strings.Join(args, " "), Machine: bench.ThisMachine(), Date: time.Now()}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name != "out" && f.Name != "logs" && f.Value.String() != f.DefValue {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("Scaled for this machine: --%s=%s (default %s).", f.Name, f.Value, f.DefValue))
+		}
+	})
 	rep.Results = bench.Run(ctx, names, o, s)
 	if *out != "" {
 		if err := writeReport(rep, *out); err != nil {

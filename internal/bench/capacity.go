@@ -79,8 +79,11 @@ func Capacity(ctx context.Context, o Options, co CapacityOptions) (Result, error
 	// The bound. Writes: the budget lets the k-th write through no earlier than
 	// floor((k-1)/B) windows after the first. LUN slots: every incident holds one slot at least for
 	// the latency-table sum of lunOps, and there are `slots` of them.
-	writes, throttled := 0, 0
+	writes, throttled, runCmds := 0, 0, 0
 	for _, c := range env.Stack.Sim.CallLog() {
+		if c.Op == "VirtualMachineRunCommands.BeginCreateOrUpdate" && !c.Poll && c.Status < 400 {
+			runCmds++
+		}
 		if c.Write && !c.Poll {
 			if c.Status == 429 && c.Fault == "" {
 				throttled++
@@ -100,14 +103,19 @@ func Capacity(ctx context.Context, o Options, co CapacityOptions) (Result, error
 		hold += lat[op]
 	}
 	slotBound := float64(co.VMs) * hold.Seconds() * scale / float64(slots)
-	bound := max(writeBound, slotBound)
+	// Run Command: a VM runs one at a time, so each rescue VM runs its share of all the agent
+	// runs one after another, each at least the extension's overhead.
+	runCmdBound := float64(runCmds) * lat[azsim.LatencyRunCommandOverhead].Seconds() * scale / float64(co.RescueVMs)
+	bound := max(writeBound, slotBound, runCmdBound)
 	res.figure("ARM writes (accepted)", float64(writes), "")
 	res.figure("writes per incident", float64(writes)/float64(co.VMs), "")
 	res.figure("writes refused by the budget (429)", float64(throttled), "")
 	res.figure("write-budget bound", writeBound, "s")
 	res.figure("LUN-slot bound", slotBound, "s")
+	res.figure("agent runs (Run Commands)", float64(runCmds), "")
+	res.figure("Run Command bound", runCmdBound, "s")
 	res.figure("total time", total, "s")
-	res.target("total / lower bound", total/bound, "", true, 1.15, "bound = max(write-budget bound, LUN-slot bound)")
+	res.target("total / lower bound", total/bound, "", true, 1.15, "bound = max(write-budget, LUN-slot, Run Command bounds)")
 
 	a, err := account(context.Background(), env)
 	if err != nil {
@@ -117,8 +125,9 @@ func Capacity(ctx context.Context, o Options, co CapacityOptions) (Result, error
 	a.checkSafety(&res)
 	res.Notes = append(res.Notes, fmt.Sprintf(
 		"Lower bound: write budget B=%d per %s window (%.2fs at time scale %g) lets the k-th write through no earlier than floor((k-1)/B) windows in, so %d writes need %.2fs; "+
-			"%d LUN slots (%d rescue VMs x %d) each held at least %s per incident (disk copy, attach, Run Command overhead, Run Command delete, detach at time scale 1) give %d x %s / %d = %.2fs scaled. The bound is the larger.",
-		co.WritesPerHour, budget.Window, window, scale, writes, writeBound, slots, co.RescueVMs, size.MaxDataDiskCount, hold, co.VMs, hold, slots, slotBound))
+			"%d LUN slots (%d rescue VMs x %d) each held at least %s per incident (disk copy, attach, Run Command overhead, Run Command delete, detach at time scale 1) give %d x %s / %d = %.2fs scaled. A VM runs one Run Command at a time: %d agent runs of at least %s extension overhead each, shared by %d rescue VMs, give %.2fs scaled. The bound is the largest of the three.",
+		co.WritesPerHour, budget.Window, window, scale, writes, writeBound, slots, co.RescueVMs, size.MaxDataDiskCount, hold, co.VMs, hold, slots, slotBound,
+		runCmds, lat[azsim.LatencyRunCommandOverhead], co.RescueVMs, runCmdBound))
 	res.finish(t0)
 	return res, nil
 }
