@@ -80,6 +80,7 @@
 //	func (st *State) SetDiskContent(id string, c Content) error  // re-baselines an original
 //	func (st *State) ChangedOriginalDisks() []string  // original OS disks changed or gone
 //	func (st *State) Violations() []Violation         // safety rule breaches, e.g. delete of an original
+//	func (st *State) Operations() []Operation        // every LRO, Run Command execution and snapshot copy, with its simulated span
 //	func (st *State) Tagged(tag string) []string      // ids of VMs/disks/snapshots carrying the tag
 //	func (st *State) SetPowerState(vmID string, p PowerState) error
 //	func (st *State) SetBootDiagnostics(vmID string, screenshot, serialLog []byte) error

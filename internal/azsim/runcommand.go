@@ -408,6 +408,7 @@ func (st *State) execute(exec *operation, req RunCommandRequest, overhead time.D
 	if now := st.now(); exec.due.Before(now) {
 		exec.due = now
 	}
+	st.logOpLocked(exec.name, key(req.VM.ID), exec.started, exec.due)
 	st.settleLocked()
 	if !exec.done {
 		st.wakeAt(exec.due)

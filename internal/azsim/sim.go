@@ -78,6 +78,10 @@ type Call struct {
 	Write         bool
 	Fault         FaultKind
 	CorrelationID string // x-ms-correlation-request-id
+	// Latency is the simulated time the request itself took (at the time scale): the latency
+	// table's read or write figure, plus an injected timeout's wait. A long-running operation's
+	// own duration is in State().Operations().
+	Latency time.Duration
 }
 
 // Sim is the simulated Azure. Create it with New.
@@ -353,6 +357,7 @@ func (s *Sim) serve(req *http.Request, api, op string, write bool, call *Call) (
 	default:
 		d = s.timing.of(op, LatencyRead)
 	}
+	call.Latency = d
 	if err := sleep(req.Context(), d); err != nil {
 		return nil, err
 	}
@@ -372,6 +377,7 @@ func (s *Sim) serve(req *http.Request, api, op string, write bool, call *Call) (
 	s.asARMLongRunning(req, resp, api, info.op, ft)
 	if kind == FaultTimeout {
 		// The request was applied; its answer is lost.
+		call.Latency += s.timing.of(LatencyFaultTimeout, LatencyFaultTimeout)
 		if err := sleep(req.Context(), s.timing.of(LatencyFaultTimeout, LatencyFaultTimeout)); err != nil {
 			return nil, err
 		}

@@ -129,6 +129,16 @@ const (
 	ViolationAttachOriginal = "attach-original-disk"
 )
 
+// Operation is the simulated time one long-running operation or background process took: from
+// its start to when it was due (at the time scale). Operations lists them; the demo sums them
+// into an incident's critical path.
+type Operation struct {
+	Name     string // the operation ("VirtualMachines.BeginStart") or a pseudo-operation of the latency table
+	Resource string // the resource id it held, lower-cased
+	Start    time.Time
+	End      time.Time
+}
+
 // operation is a long-running operation in progress on one resource. Its effects that ARM shows
 // at once (the new model, "Updating", "deallocating") are applied when it begins; finish applies
 // the rest when it is due.
@@ -161,6 +171,7 @@ type State struct {
 	tickets    map[string]*Ticket
 	bootDiag   map[string]*bootDiagnostics
 	ops        map[string]*operation
+	opLog      []Operation
 	violations []Violation
 	ticketSeq  int
 	strictCopy bool
@@ -269,8 +280,23 @@ func (st *State) beginLocked(name, id string, d time.Duration, finish func()) *o
 	now := st.now()
 	op := &operation{name: name, key: key(id), started: now, due: now.Add(d), finish: finish}
 	st.ops[op.key] = op
+	st.logOpLocked(name, op.key, op.started, op.due)
 	st.wakeAt(op.due)
 	return op
+}
+
+// logOpLocked records an operation's simulated span for Operations.
+func (st *State) logOpLocked(name, resource string, start, end time.Time) {
+	st.opLog = append(st.opLog, Operation{Name: name, Resource: resource, Start: start, End: end})
+}
+
+// Operations lists every long-running operation begun so far, with its simulated span, in the
+// order they began; a Run Command's execution is listed when its duration is known, and an
+// incremental snapshot's background copy (LatencySnapshotCopy) when the snapshot is created.
+func (st *State) Operations() []Operation {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return slices.Clone(st.opLog)
 }
 
 // wakeAt completes what is due at t even if no client looks: a VM whose start nobody polls still

@@ -406,6 +406,7 @@ func (st *State) putSnapshot(op, rg, name string, body armcompute.Snapshot) (arm
 		s.copyDone = s.TimeCreated
 		if s.Incremental {
 			s.copyDone = s.TimeCreated.Add(copyTime)
+			st.logOpLocked(LatencySnapshotCopy, key(id), s.TimeCreated, s.copyDone)
 		}
 	})
 	final := st.snapARMLocked(s)

@@ -44,6 +44,7 @@ const (
 	AllowedResourceGroups  = "VMRESCUE_ALLOWED_RESOURCE_GROUPS"
 	RescueVMs              = "VMRESCUE_RESCUE_VMS"
 	ReproWait              = "VMRESCUE_REPRO_WAIT"
+	PollInterval           = "VMRESCUE_POLL_INTERVAL"
 	OptOutTag              = "VMRESCUE_OPTOUT_TAG"
 	Retention              = "VMRESCUE_RETENTION"
 	StallTimeout           = "VMRESCUE_STALL_TIMEOUT"
@@ -80,6 +81,7 @@ var Settings = []Setting{
 	{Name: AllowedResourceGroups, Example: "", Infra: true, Doc: "Optional comma-separated resource groups (`name` or `subscriptionId/name`) that further narrow the scope. Empty allows every group of the allowed subscriptions."},
 	{Name: RescueVMs, Required: true, Example: "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-vmrescue/providers/Microsoft.Compute/virtualMachines/rescue-weu-1", Infra: true, Doc: "Comma-separated resource ids of the rescue VMs (Windows, one or more per region and zone)."},
 	{Name: ReproWait, Default: "10m", Example: "10m", Infra: true, Doc: "How long to wait after restarting the patched VM before harvesting the dump, unless a new crash alert arrives first."},
+	{Name: PollInterval, Default: "10s", Example: "10s", Doc: "Pause between reads of work in progress (a snapshot's background copy, a resumed Run Command). `handler local` scales it with --time-scale."},
 	{Name: OptOutTag, Default: "vmrescue-optout", Example: "vmrescue-optout", Infra: true, Doc: "A VM carrying this tag (any value) is never remediated."},
 	{Name: Retention, Default: "168h", Example: "168h", Infra: true, Doc: "How long backup snapshots are kept after an incident closes, before the Janitor removes them."},
 	{Name: StallTimeout, Default: "2h", Example: "2h", Infra: true, Doc: "An incident with no progress for this long is marked failed and rolled back by the Janitor."},
@@ -116,6 +118,7 @@ type Config struct {
 	AllowedResourceGroups []string // lower-cased, "name" or "sub/name"
 	RescueVMs             []string
 	ReproWait             time.Duration
+	PollInterval          time.Duration
 	OptOutTag             string
 	Retention             time.Duration
 	StallTimeout          time.Duration
@@ -168,6 +171,7 @@ func Load(getenv func(string) string) (Config, error) {
 	c.AllowedResourceGroups = r.list(AllowedResourceGroups, true)
 	c.RescueVMs = r.rescueVMs()
 	c.ReproWait = r.duration(ReproWait, time.Second, 24*time.Hour)
+	c.PollInterval = r.duration(PollInterval, time.Millisecond, 5*time.Minute)
 	c.OptOutTag = r.str(OptOutTag)
 	c.Retention = r.duration(Retention, time.Hour, 365*24*time.Hour)
 	c.StallTimeout = r.duration(StallTimeout, 10*time.Minute, 7*24*time.Hour)

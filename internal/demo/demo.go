@@ -6,12 +6,10 @@
 package demo
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -36,6 +34,7 @@ const (
 	stopTimeout = 45 * time.Second
 	pollEvery   = 100 * time.Millisecond
 	postTimeout = 30 * time.Second
+	postRetry   = 100 * time.Millisecond // first pause before posting an event again
 )
 
 // Options configure an Env.
@@ -60,6 +59,8 @@ type Env struct {
 	Fleet *azsim.Fleet
 	blobs *azblob.Client
 	trail *audit.Store
+	// reproWait is the handler's wait for the reproduced crash, at the host's time scale.
+	reproWait time.Duration
 }
 
 // Start brings the stack up and waits until the handler is ready.
@@ -102,7 +103,8 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 		_ = st.Stop(context.Background())
 		return nil, err
 	}
-	return &Env{Stack: st, Fleet: fleet, blobs: blobs, trail: audit.New(blobs, audit.DefaultContainer)}, nil
+	return &Env{Stack: st, Fleet: fleet, blobs: blobs, trail: audit.New(blobs, audit.DefaultContainer),
+		reproWait: reproWait(opts.Env, opts.TimeScale)}, nil
 }
 
 // Stop stops everything Start started.
@@ -113,7 +115,9 @@ func (e *Env) Stop() error {
 }
 
 // PostCrash posts a VirtualMachineCrashed Resource Health event for a fleet VM to the host's Event
-// Grid webhook, as Event Grid does, and returns the incident id the alert maps to.
+// Grid webhook, as Event Grid does, and returns the incident id the alert maps to. Like Event
+// Grid it retries an answer other than 2xx, 400, 401, 403 or 413 (the handler answers 5xx to a
+// transient failure, such as storage not ready yet), here after a short pause, within postTimeout.
 func (e *Env) PostCrash(ctx context.Context, vmID, eventID string, at time.Time, schema string) (string, error) {
 	body, err := winsim.CrashEvent(vmID, eventID, at, schema)
 	if err != nil {
@@ -121,25 +125,21 @@ func (e *Env) PostCrash(ctx context.Context, vmID, eventID string, at time.Time,
 	}
 	ctx, cancel := context.WithTimeout(ctx, postTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
-		e.Stack.Host.URL()+"/runtime/webhooks/eventgrid?functionName=HealthAlert", bytes.NewReader(body))
+	post := winsim.PostTo(e.Stack.Host.URL()+"/runtime/webhooks/eventgrid?functionName=HealthAlert", nil, schema)
+	for attempt := 1; ; attempt++ {
+		err = post(ctx, body, attempt)
+		var perm *winsim.PermanentError
+		if err == nil || errors.As(err, &perm) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("post event %s: %w (%w)", eventID, err, ctx.Err())
+		case <-time.After(postRetry << min(attempt-1, 4)):
+		}
+	}
 	if err != nil {
-		return "", err
-	}
-	if schema == "cloudevents" {
-		req.Header.Set("Content-Type", "application/cloudevents+json; charset=utf-8")
-	} else {
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("aeg-event-type", "Notification")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("post event: %w", err)
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-	if resp.StatusCode/100 != 2 {
-		return "", fmt.Errorf("post event: %s: %s", resp.Status, msg)
+		return "", fmt.Errorf("post event %s: %w", eventID, err)
 	}
 	return intake.AlertIncidentID(eventID, at), nil
 }
@@ -160,6 +160,11 @@ func (e *Env) Wait(ctx context.Context, incidentID string) (string, error) {
 		case <-time.After(pollEvery):
 		}
 	}
+}
+
+// Records returns the incident's audit records; audit.ErrNotFound when it has none.
+func (e *Env) Records(ctx context.Context, incidentID string) ([]audit.Record, error) {
+	return e.trail.Read(ctx, incidentID)
 }
 
 // Report is what an incident left behind.
@@ -186,7 +191,13 @@ type Report struct {
 	// OriginalsChanged lists original OS disks whose content changed: always a bug.
 	OriginalsChanged []string `json:"originalsChanged"`
 	Violations       []string `json:"violations"`
-	Elapsed          float64  `json:"elapsedSeconds"`
+	// Elapsed is the end-to-end time: from the alert's delivery to the end of the incident's
+	// last invocation.
+	Elapsed float64 `json:"elapsedSeconds"`
+	// CriticalPath is the scaled sum of the simulated Azure operations on the incident's critical
+	// path in that time (see criticalPath); CriticalPathRatio is Elapsed over it.
+	CriticalPath      float64 `json:"criticalPathSeconds"`
+	CriticalPathRatio float64 `json:"criticalPathRatio"`
 }
 
 // Stage is one stage's timing in the report.
@@ -260,8 +271,13 @@ func (e *Env) Report(ctx context.Context, incidentID string) (Report, error) {
 
 	byFn := map[string]*Stage{}
 	var first, last time.Time
+	var alerts []localhost.Invocation
 	for _, inv := range e.Stack.Host.Invocations(0) {
-		if inv.IncidentID != incidentID && inv.Function != "HealthAlert" {
+		alert := inv.Function == "HealthAlert" && strings.EqualFold(inv.Subject, r.VM)
+		if alert {
+			alerts = append(alerts, inv)
+		}
+		if inv.IncidentID != incidentID && !alert {
 			continue
 		}
 		end := inv.Start.Add(inv.Duration)
@@ -289,6 +305,11 @@ func (e *Env) Report(ctx context.Context, incidentID string) (Report, error) {
 	}
 	if !first.IsZero() {
 		r.Elapsed = last.Sub(first).Seconds()
+		cp := criticalPath(e.Stack.Sim.CallLog(), st.Operations(), alerts, r.VM, e.reproWait, first, last)
+		r.CriticalPath = cp.Seconds()
+		if cp > 0 {
+			r.CriticalPathRatio = r.Elapsed / r.CriticalPath
+		}
 	}
 	return r, nil
 }
@@ -345,6 +366,7 @@ func (r Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "  %-16s %2d deliveries  %7.2fs\n", s.Function, s.Deliveries, s.Seconds)
 	}
 	fmt.Fprintf(w, "end to end    %.2fs\n", r.Elapsed)
+	fmt.Fprintf(w, "critical path %.2fs of simulated Azure time (end to end is %.2f×)\n", r.CriticalPath, r.CriticalPathRatio)
 }
 
 func listOrNone(l []string) string {

@@ -104,8 +104,13 @@ func StartStack(ctx context.Context, opts StackOptions) (st *Stack, err error) {
 	}
 	st.SimURL = "http://" + st.simLn.Addr().String()
 
+	simScale := opts.Sim.TimeScale
+	if simScale == 0 && opts.Host.TimeScale > 0 {
+		simScale = opts.Host.TimeScale
+	}
 	hopts := opts.Host
 	hopts.Env = append(FleetSettings(fleet, os.LookupEnv), hopts.Env...)
+	hopts.Env = append(ScaleSettings(simScale, os.LookupEnv), hopts.Env...)
 	hopts.Env = append(hopts.Env,
 		config.StorageConnection+"="+st.StorageConnectionString,
 		config.ARMEndpoint+"="+st.SimURL,
@@ -116,9 +121,7 @@ func StartStack(ctx context.Context, opts StackOptions) (st *Stack, err error) {
 	}
 
 	simOpts := opts.Sim
-	if simOpts.TimeScale == 0 && opts.Host.TimeScale > 0 {
-		simOpts.TimeScale = opts.Host.TimeScale
-	}
+	simOpts.TimeScale = simScale
 	simOpts.PublicURL = st.SimURL
 	if simOpts.Logger == nil {
 		simOpts.Logger = slog.New(slog.NewTextHandler(&lineWriter{w: out, prefix: "[azsim] "},
@@ -225,6 +228,27 @@ func FleetSettings(f *azsim.Fleet, lookup func(string) (string, bool)) []string 
 		env = append(env, kv[0]+"="+kv[1])
 	}
 	return env
+}
+
+// defaultPollInterval is the handler's VMRESCUE_POLL_INTERVAL at time scale 1.
+const defaultPollInterval = 10 * time.Second
+
+// minPollInterval bounds the scaled poll interval from below (the setting's own minimum).
+const minPollInterval = time.Millisecond
+
+// ScaleSettings are the handler settings that follow from the simulator's time scale: the pause
+// between the handler's reads of work in progress, scaled as the simulated operations are, so
+// that the handler does not sleep through a copy that the time scale made short. A setting that
+// lookup finds already set is left alone.
+func ScaleSettings(scale float64, lookup func(string) (string, bool)) []string {
+	if v, ok := lookup(config.PollInterval); ok && v != "" {
+		return nil
+	}
+	if scale <= 0 || scale >= 1 {
+		return nil // no waiting at all, or the real pace: the default applies
+	}
+	poll := max(time.Duration(float64(defaultPollInterval)*scale), minPollInterval)
+	return []string{config.PollInterval + "=" + poll.String()}
 }
 
 // EnsureAzurite installs Azurite from npm, at the pinned version, into .tools/azurite of the

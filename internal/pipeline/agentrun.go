@@ -201,6 +201,17 @@ func (p *Pipeline) runAgent(ctx context.Context, r *run, rescueVMID, step string
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		return agent.Result{}, wait(agentWait, "agent %s on %s is still running", step, rescue.Name)
 	}
+	if armerr.IsConflict(err) {
+		// A VM runs one Run Command at a time: another incident's agent holds the rescue VM.
+		// That is rescue capacity, waited for without bound as a free LUN is; counted against
+		// the scheduled retries, incidents sharing a rescue VM would fail one another.
+		delay := armerr.ConflictDelay
+		if d, ok := fault.Delay(armerr.Classify(err)); ok {
+			delay = d // ARM's Retry-After
+		}
+		return agent.Result{}, &waitError{reason: fmt.Sprintf("rescue VM %s is running another agent (%s waits)", rescue.Name, step),
+			delay: delay, unbounded: true}
+	}
 	if err != nil {
 		return agent.Result{}, fmt.Errorf("run agent %s on %s: %w", step, rescue.Name, err)
 	}
