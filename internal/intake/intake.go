@@ -18,6 +18,7 @@ import (
 // Trail is the part of the audit trail intake uses.
 type Trail interface {
 	Append(ctx context.Context, incidentID string, e audit.Entry) (audit.Record, error)
+	Read(ctx context.Context, incidentID string) ([]audit.Record, error)
 	State(ctx context.Context, incidentID string) (string, error)
 }
 
@@ -135,13 +136,22 @@ func (in *Intake) Open(ctx context.Context, req Request) (Result, error) {
 		}
 	}
 	state, err := in.Trail.State(ctx, id)
+	if err == nil && state == incident.StateActive {
+		// A handler that died between creating the incident's blob and writing its first record
+		// left the blob empty: the redelivery writes "opened" now.
+		if _, rerr := in.Trail.Read(ctx, id); errors.Is(rerr, audit.ErrNotFound) {
+			err = rerr
+		}
+	}
 	if errors.Is(err, audit.ErrNotFound) {
 		_, err = in.Trail.Append(ctx, id, audit.Entry{
 			VMResourceID: vm, Stage: "intake", Event: incident.EventOpened, State: incident.StateActive,
 			Detail: map[string]any{"trigger": req.Trigger, "dryRun": req.DryRun},
 		})
 	} else if err == nil && state != incident.StateActive {
-		return Result{}, fmt.Errorf("incident %s is already %s", id, state)
+		// A late redelivery of the alert that opened an incident which has since ended.
+		in.log().Info("alert redelivered after its incident ended", "incidentId", id, "state", state)
+		return Result{IncidentID: id}, nil
 	}
 	if err != nil {
 		return Result{}, fmt.Errorf("record opening of %s: %w", id, err)

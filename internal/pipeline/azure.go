@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"net/http"
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
@@ -107,13 +108,23 @@ func (r *run) attach(ctx context.Context, rescue resourceid.ID, diskID string, l
 	if err != nil {
 		return err
 	}
-	return r.write(ctx, "VirtualMachines.BeginAttachDetachDataDisks", rescue.String(), func(ctx context.Context) error {
+	err = r.write(ctx, "VirtualMachines.BeginAttachDetachDataDisks", rescue.String(), func(ctx context.Context) error {
 		return lro(ctx, func(ctx context.Context) (*runtime.Poller[armcompute.VirtualMachinesClientAttachDetachDataDisksResponse], error) {
 			return az.VMs.BeginAttachDetachDataDisks(ctx, rescue.ResourceGroup, rescue.Name, armcompute.AttachDetachDataDisksRequest{
 				DataDisksToAttach: []*armcompute.DataDisksToAttach{{DiskID: &diskID, Lun: &lun, Caching: ptr(armcompute.CachingTypesNone)}},
 			}, nil)
 		})
 	})
+	if err != nil && armerr.Status(err) == http.StatusConflict {
+		// Another delivery of the same stage (a duplicate message, or the harvest a crash alert
+		// brought forward racing the scheduled one) attached it first: already there is done.
+		if vm, gerr := r.p.getVM(ctx, rescue, false); gerr == nil {
+			if at, ok := vm.LUNOf(diskID); ok && at == lun {
+				return nil
+			}
+		}
+	}
+	return err
 }
 
 // detach detaches a disk from a rescue VM.

@@ -158,7 +158,32 @@ func (p *Pipeline) begin(ctx context.Context, stage incident.Stage, msg incident
 	}, ""); err != nil {
 		return nil, false, err
 	}
+	if stage != incident.StageFailed {
+		// The check above and the "started" record are not one step: two deliveries that read
+		// the trail at the same moment (the scheduled HarvestDump and the one a crash alert
+		// brought forward, or a duplicate message) both pass it. The trail orders their
+		// "started" records; the later one yields to the earlier.
+		if other, ok := r.startedBefore(ctx); ok {
+			return r, false, wait(inFlightWait, "delivery %s of this stage started first", other)
+		}
+	}
 	return r, true, nil
+}
+
+// startedBefore reports another delivery of this stage whose "started" record precedes this
+// one's and that has not ended.
+func (r *run) startedBefore(ctx context.Context) (string, bool) {
+	recs, err := r.p.Trail.Read(ctx, r.msg.IncidentID)
+	if err != nil {
+		return "", false // the stage's own reads will meet the same error
+	}
+	for i := len(recs) - 1; i >= 0; i-- {
+		if recs[i].Stage == string(r.stage) && recs[i].Event == incident.EventStarted && detailOf(recs[i]).MessageID == r.d.MessageID {
+			other := &run{stage: r.stage, d: r.d, began: r.began, recs: recs[:i]}
+			return other.inFlight()
+		}
+	}
+	return "", false
 }
 
 // completed returns this stage's completion record, if the trail has one.
@@ -175,21 +200,32 @@ func (r *run) completed() (detail, bool) {
 }
 
 // inFlight reports another delivery of this stage that started recently and has not ended.
+//
+// A "retrying" record that names its message ends only that message's delivery: a delivery that
+// yielded to another one started before it must not hide the other one.
 func (r *run) inFlight() (string, bool) {
+	ended := map[string]bool{}
 	for i := len(r.recs) - 1; i >= 0; i-- {
 		rec := r.recs[i]
 		if rec.Stage != string(r.stage) {
 			continue
 		}
+		d := detailOf(rec)
 		switch rec.Event {
 		case incident.EventStarted:
-			d := detailOf(rec)
+			if ended[d.MessageID] {
+				continue
+			}
 			if d.MessageID != "" && d.MessageID != r.d.MessageID && r.began.Sub(rec.Time) < inFlightWindow {
 				return d.MessageID, true
 			}
 			return "", false
 		case incident.EventRetrying, incident.EventFailed:
-			if detailOf(rec).Operation == "" {
+			if d.Operation == "" {
+				if rec.Event == incident.EventRetrying && d.MessageID != "" {
+					ended[d.MessageID] = true
+					continue
+				}
 				return "", false
 			}
 		}
@@ -268,7 +304,7 @@ func (r *run) retryLater(ctx context.Context, reason string, delay time.Duration
 	}
 	at := r.p.now().Add(delay)
 	if err := r.append(ctx, incident.EventRetrying, detail{Reason: clip(reason, 500), Attempt: n, RetryAt: &at, NotBefore: &at,
-		Artifacts: nonEmpty(r.made)}, ""); err != nil {
+		Artifacts: nonEmpty(r.made), MessageID: r.d.MessageID}, ""); err != nil {
 		return err
 	}
 	msg := r.msg
