@@ -65,6 +65,12 @@ local: tools ## Run the local Functions host and Azure simulator (handler local)
 demo: tools ## Run the whole pipeline locally on the default fleet and print a report.
 	$(GO) run ./handler demo
 
+SCENARIOS ?= all
+
+.PHONY: bench
+bench: tools ## Run the load and fault scenarios (SCENARIOS=storm,chaos,...) and write docs/benchmarks.{md,json}.
+	$(GO) run ./handler bench $(SCENARIOS)
+
 PARAMS ?= infra/main.parameters.local.json
 
 .PHONY: deploy
