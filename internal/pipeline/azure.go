@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -115,6 +116,14 @@ func (r *run) attach(ctx context.Context, rescue resourceid.ID, diskID string, l
 			}, nil)
 		})
 	})
+	if armerr.Code(err) == "OperationNotAllowed" && strings.Contains(err.Error(), "maximum number of data disks") {
+		// The rescue VM filled up after its LUN was reserved: give the LUN back and wait for
+		// capacity, as when the pool is full, instead of failing.
+		if rerr := r.p.Locks.ReleaseLUN(ctx, rescue.String(), lun, r.msg.IncidentID); rerr != nil {
+			return fmt.Errorf("release LUN %d of %s: %w", lun, rescue.Name, rerr)
+		}
+		return &waitError{reason: "rescue VM " + rescue.Name + " is at its data-disk limit", delay: capacityWait, unbounded: true}
+	}
 	if err != nil && armerr.Status(err) == http.StatusConflict {
 		// Another delivery of the same stage (a duplicate message, or the harvest a crash alert
 		// brought forward racing the scheduled one) attached it first: already there is done.

@@ -153,6 +153,7 @@ type candidate struct {
 	vm      vms.Facts
 	holders map[int32]string
 	free    int
+	max     int // the size's data-disk limit
 }
 
 // pickRescue finds where diskID goes: where it is already attached, where the incident already
@@ -220,9 +221,10 @@ func (p *Pipeline) pickRescue(ctx context.Context, r *run, location, zone, diskI
 			why = append(why, fmt.Sprintf("%s: %d of %d data disks in use or reserved", vm.Name, len(used), size.MaxDataDiskCount))
 			continue
 		}
-		cands = append(cands, candidate{vm: vm, holders: holders, free: free})
+		cands = append(cands, candidate{vm: vm, holders: holders, free: free, max: size.MaxDataDiskCount})
 	}
 	slices.SortStableFunc(cands, func(a, b candidate) int { return b.free - a.free })
+candidates:
 	for _, c := range cands {
 		for lun := int32(0); lun < lock.MaxLUN; lun++ {
 			if _, taken := c.vm.DataDiskAt(lun); taken {
@@ -238,10 +240,23 @@ func (p *Pipeline) pickRescue(ctx context.Context, r *run, location, zone, diskI
 			if err != nil {
 				return rescuePick{}, fmt.Errorf("reserve LUN %d of %s: %w", lun, c.vm.Name, err)
 			}
-			if ok {
-				return rescuePick{vm: c.vm, lun: lun}, nil
+			if !ok {
+				continue // another incident took it between the list and the reservation: try the next
 			}
-			// another incident took it between the list and the reservation: try the next
+			// Two incidents that each saw the last free slot reserve different LUNs: count again,
+			// and give the slot back if the reservations now exceed the size's limit.
+			over, err := p.overCommitted(ctx, c)
+			if err != nil {
+				return rescuePick{}, err
+			}
+			if over {
+				if err := p.Locks.ReleaseLUN(ctx, c.vm.ID, lun, r.msg.IncidentID); err != nil {
+					return rescuePick{}, fmt.Errorf("release LUN %d of %s: %w", lun, c.vm.Name, err)
+				}
+				why = append(why, c.vm.Name+": the last free data disk slot went to another incident")
+				continue candidates
+			}
+			return rescuePick{vm: c.vm, lun: lun}, nil
 		}
 	}
 	reason := "no rescue capacity in " + location
@@ -252,6 +267,23 @@ func (p *Pipeline) pickRescue(ctx context.Context, r *run, location, zone, diskI
 		reason += " (" + strings.Join(why, "; ") + ")"
 	}
 	return rescuePick{}, &waitError{reason: reason, delay: capacityWait, unbounded: true}
+}
+
+// overCommitted reports whether the rescue VM's attached disks and LUN reservations, counted
+// afresh, exceed its size's data-disk limit.
+func (p *Pipeline) overCommitted(ctx context.Context, c candidate) (bool, error) {
+	holders, err := p.Locks.LUNHolders(ctx, c.vm.ID)
+	if err != nil {
+		return false, fmt.Errorf("LUN reservations of %s: %w", c.vm.Name, err)
+	}
+	used := map[int32]bool{}
+	for _, d := range c.vm.DataDisks {
+		used[d.LUN] = true
+	}
+	for lun := range holders {
+		used[lun] = true
+	}
+	return len(used) > c.max, nil
 }
 
 // mustVM parses a VM id vmrescue itself read from ARM or its configuration.
