@@ -348,6 +348,8 @@ func (c *Child) firstResult(first bool, err error) {
 	}
 }
 
+var errExitedBeforeReady = errors.New("handler exited before it was ready (see its log above)")
+
 // probe polls GET / until it answers 200, the process exits, or ReadyTimeout passes.
 func (c *Child) probe(ctx context.Context, exited <-chan struct{}) error {
 	deadline := time.Now().Add(c.opts.ReadyTimeout)
@@ -365,8 +367,15 @@ func (c *Child) probe(ctx context.Context, exited <-chan struct{}) error {
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("handler exited before it was ready (see its log above)")
+			return errExitedBeforeReady
 		case <-ctx.Done():
+			// runOnce cancels the probe when the process exits: both are ready, and select
+			// picks at random, so the exit is checked first.
+			select {
+			case <-exited:
+				return errExitedBeforeReady
+			default:
+			}
 			return ctx.Err()
 		case <-time.After(readyPollInterval):
 		}
