@@ -27,6 +27,7 @@ func (a *Agent) harvest(ctx context.Context, s *session, req Request, res *Resul
 	if len(found) == 0 {
 		res.warn("no dump on the disk; uploading a manifest that says so")
 	}
+	found = uploadSlots(found, res)
 
 	opts := a.Upload
 	var mu sync.Mutex
@@ -47,7 +48,12 @@ func (a *Agent) harvest(ctx context.Context, s *session, req Request, res *Resul
 	if req.BlockSizeMiB > 0 {
 		opts.BlockSize = int64(req.BlockSizeMiB) << 20
 	}
-	up, err := harvest.New(req.SASURL, opts)
+	var up *harvest.Uploader
+	if len(req.BlobSAS) > 0 {
+		up, err = harvest.NewPerBlob(req.SASURL, req.BlobSAS, opts)
+	} else {
+		up, err = harvest.New(req.SASURL, opts)
+	}
 	if err != nil {
 		return &RefusedError{Reason: "harvest destination: " + err.Error()}
 	}
@@ -57,7 +63,7 @@ func (a *Agent) harvest(ctx context.Context, s *session, req Request, res *Resul
 	for i, d := range found {
 		path := d.path
 		srcs[i] = harvest.Source{
-			Name: d.name, Size: d.file.Size, Modified: d.file.Modified,
+			Name: d.name, Original: d.original, Size: d.file.Size, Modified: d.file.Modified,
 			Open:     func() (harvest.ReaderAtCloser, error) { return a.Win.Open(path) },
 			BugCheck: d.file.BugCheck, DumpType: d.file.DumpType,
 		}
@@ -82,4 +88,38 @@ func (a *Agent) harvest(ctx context.Context, s *session, req Request, res *Resul
 		return fmt.Errorf("harvest: %w", err)
 	}
 	return nil
+}
+
+// uploadSlots names the dumps' blobs: MEMORY.DMP, then the minidumps (newest first, as found)
+// in the fixed slots harvest.MinidumpBlob, up to harvest.MaxMinidumps. Each keeps its name on
+// the disk for the manifest.
+func uploadSlots(found []dumpSource, res *Result) []dumpSource {
+	out := make([]dumpSource, 0, len(found))
+	minis := 0
+	for _, d := range found {
+		d.original = d.path
+		if len(d.original) >= 2 && d.original[1] == ':' {
+			d.original = d.original[2:] // the rescue VM's letter for the disk says nothing on the VM
+		}
+		if d.name != harvest.MemoryDumpBlob {
+			if minis == harvest.MaxMinidumps {
+				res.warn("%d minidumps on the disk: the newest %d are uploaded", countMinidumps(found), harvest.MaxMinidumps)
+				break
+			}
+			d.name = harvest.MinidumpBlob(minis)
+			minis++
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func countMinidumps(found []dumpSource) int {
+	n := 0
+	for _, d := range found {
+		if d.name != harvest.MemoryDumpBlob {
+			n++
+		}
+	}
+	return n
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -53,6 +54,31 @@ func prefixSAS(t *testing.T, container string, perms sas.ContainerPermissions) s
 	return parts.String()
 }
 
+// blobSAS signs a service SAS for each blob a harvest may write under the incident's prefix and
+// returns the prefix URL (no SAS) with them, as the pipeline hands them to the agent.
+func blobSAS(t *testing.T, container string, perms sas.BlobPermissions) (string, map[string]string) {
+	t.Helper()
+	ctx := context.Background()
+	client := azuritetest.Client(t)
+	if _, err := client.CreateContainer(ctx, container, nil); err != nil {
+		t.Fatal(err)
+	}
+	cc := client.ServiceClient().NewContainerClient(container)
+	out := map[string]string{}
+	for _, name := range harvest.BlobNames() {
+		u, err := cc.NewBlobClient(incidentID+"/"+name).GetSASURL(perms, time.Now().Add(2*time.Hour), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts, err := azblob.ParseURL(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[name] = parts.SAS.Encode()
+	}
+	return cc.URL() + "/" + incidentID, out
+}
+
 func download(t *testing.T, container, name string) []byte {
 	t.Helper()
 	resp, err := azuritetest.Client(t).DownloadStream(context.Background(), container, name, nil)
@@ -76,7 +102,7 @@ func TestHarvest(t *testing.T) {
 	writeDump(t, win, `Windows\Minidump\111926-9000-01.dmp`, 0xD1, 280<<10, clock.Add(-48*time.Hour))
 	container := azuritetest.Container(t, "dumps")
 	q := req(agent.CommandHarvest)
-	q.SASURL = prefixSAS(t, container, sas.ContainerPermissions{Read: true, Create: true, Write: true})
+	q.SASURL, q.BlobSAS = blobSAS(t, container, sas.BlobPermissions{Read: true, Create: true, Write: true})
 	q.BlockSizeMiB = 4
 	r.a.Upload = harvest.Options{}
 
@@ -96,15 +122,19 @@ func TestHarvest(t *testing.T) {
 	if m.IncidentID != incidentID || len(m.Files) != 3 || m.BugCheck == nil || m.BugCheck.Code != 0x7B || m.BugCheck.Name != "INACCESSIBLE_BOOT_DEVICE" {
 		t.Errorf("manifest = %+v", m)
 	}
-	for i, want := range []string{"MEMORY.DMP", "Minidump/112026-10000-01.dmp", "Minidump/111926-9000-01.dmp"} {
+	for i, want := range []struct{ name, original string }{
+		{"MEMORY.DMP", `\Windows\MEMORY.DMP`},
+		{"Minidump/01.dmp", `\Windows\Minidump\112026-10000-01.dmp`},
+		{"Minidump/02.dmp", `\Windows\Minidump\111926-9000-01.dmp`},
+	} {
 		f := m.Files[i]
-		if f.Name != want || f.Blob != incidentID+"/"+want {
+		if f.Name != want.name || f.Blob != incidentID+"/"+want.name || f.Original != want.original {
 			t.Errorf("file %d = %+v", i, f)
 			continue
 		}
 		sum := sha256.Sum256(download(t, container, f.Blob))
 		if got := hex.EncodeToString(sum[:]); got != f.SHA256 || got != h.Uploaded[i].SHA256 {
-			t.Errorf("%s: blob SHA-256 %s, manifest %s", want, got, f.SHA256)
+			t.Errorf("%s: blob SHA-256 %s, manifest %s", want.name, got, f.SHA256)
 		}
 	}
 	if m.Files[2].BugCheck.Code != 0xD1 || m.Files[2].DumpType != "triage" {
@@ -123,6 +153,47 @@ func TestHarvest(t *testing.T) {
 	again := r.run(t, q)
 	if !again.OK || again.Harvest.BlocksSent != 0 || again.Harvest.BlocksSkipped != 8 || !again.Harvest.Complete {
 		t.Errorf("rerun = %+v", again.Harvest)
+	}
+}
+
+// TestHarvestNewestMinidumps: a disk with more minidumps than the destination has slots for
+// uploads the newest, says so, and writes nothing the per-blob SAS does not cover.
+func TestHarvestNewestMinidumps(t *testing.T) {
+	t.Parallel()
+	r, d := gen1Rig(t, wintest.WindowsDiskSpec{})
+	win := d.WindowsPartition()
+	n := harvest.MaxMinidumps + 2
+	for i := range n {
+		writeDump(t, win, fmt.Sprintf(`Windows\Minidump\1120%02d-100-01.dmp`, i), 0xD1, 64<<10, clock.Add(-time.Duration(n-i)*time.Hour))
+	}
+	container := azuritetest.Container(t, "dumps")
+	q := req(agent.CommandHarvest)
+	q.SASURL, q.BlobSAS = blobSAS(t, container, sas.BlobPermissions{Create: true, Write: true})
+	res := r.run(t, q)
+	if !res.OK || !res.Harvest.Complete || res.Harvest.Files != harvest.MaxMinidumps {
+		t.Fatalf("result %s %+v", res.Error, res.Harvest)
+	}
+	if !strings.Contains(strings.Join(res.Warnings, ";"), fmt.Sprintf("%d minidumps on the disk", n)) {
+		t.Errorf("warnings %v", res.Warnings)
+	}
+	var m harvest.Manifest
+	if err := json.Unmarshal(download(t, container, incidentID+"/manifest.json"), &m); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Files) != harvest.MaxMinidumps {
+		t.Fatalf("manifest lists %d files", len(m.Files))
+	}
+	for i, f := range m.Files { // newest first: the last written
+		want := fmt.Sprintf(`\Windows\Minidump\1120%02d-100-01.dmp`, n-1-i)
+		if f.Name != harvest.MinidumpBlob(i) || f.Original != want {
+			t.Errorf("file %d = %s from %s, want %s from %s", i, f.Name, f.Original, harvest.MinidumpBlob(i), want)
+		}
+	}
+	if b, _ := json.Marshal(res); strings.Contains(string(b), "sig=") {
+		t.Error("the result carries a SAS")
+	}
+	if s := q.String(); strings.Contains(s, "sig=") || !strings.Contains(s, "REDACTED") {
+		t.Errorf("the request as logged: %s", s)
 	}
 }
 

@@ -146,7 +146,10 @@ func crashControlResult(v hiveView) *CrashControlResult {
 type dumpSource struct {
 	path string // on the rescue VM
 	name string // blob name under the incident prefix
-	file DumpFile
+	// original is the file's path on the VM's own disk (path without the rescue VM's drive
+	// letter), for the manifest.
+	original string
+	file     DumpFile
 }
 
 // findDumps looks for the memory dump where the current control set's DumpFile says (and at the

@@ -33,10 +33,13 @@ type Request struct {
 	// DataVolumes are the VM's own data volumes (its letters) with their free space, as far as
 	// the caller knows it; patch may point DumpFile at one when the OS volume is too small.
 	DataVolumes []DataVolume `json:"dataVolumes,omitempty"`
-	// SASURL is harvest's destination: <container URL>/<incidentId>?<SAS>. Blobs are written
-	// under that prefix. The SAS needs create and write; with read as well, an interrupted
-	// upload resumes (Get Block List needs read).
+	// SASURL is harvest's destination: <container URL>/<incidentId>, with a SAS for the whole
+	// prefix when BlobSAS is empty. Blobs are written under that prefix. A SAS needs create and
+	// write; with read as well, an interrupted upload resumes (Get Block List needs read).
 	SASURL string `json:"sasUrl,omitempty"`
+	// BlobSAS, when set, holds one SAS (query string) per blob name under the prefix, each
+	// scoped to that blob alone: the pipeline signs one for each of harvest.BlobNames.
+	BlobSAS map[string]string `json:"blobSas,omitempty"`
 	// Concurrency and BlockSizeMiB tune harvest; zero means the defaults.
 	Concurrency  int `json:"concurrency,omitempty"`
 	BlockSizeMiB int `json:"blockSizeMiB,omitempty"`
@@ -113,6 +116,11 @@ func (r Request) Validate() error {
 		if _, err := url.Parse(r.SASURL); err != nil || r.SASURL == "" {
 			errs = append(errs, errors.New("harvest needs a blob SAS URL"))
 		}
+		for name, q := range r.BlobSAS {
+			if name == "" || q == "" {
+				errs = append(errs, fmt.Errorf("blob SAS %q: empty name or SAS", name))
+			}
+		}
 	}
 	if r.Concurrency < 0 || r.Concurrency > 64 {
 		errs = append(errs, fmt.Errorf("concurrency %d: want 0..64", r.Concurrency))
@@ -141,6 +149,12 @@ func DecodeRequest(data []byte) (Request, error) {
 func (r Request) String() string {
 	c := r
 	c.SASURL = RedactSAS(r.SASURL)
+	if r.BlobSAS != nil {
+		c.BlobSAS = make(map[string]string, len(r.BlobSAS))
+		for name := range r.BlobSAS {
+			c.BlobSAS[name] = "REDACTED"
+		}
+	}
 	b, _ := json.Marshal(c)
 	return string(b)
 }

@@ -7,12 +7,11 @@
 // the account allows no shared key), SharedKey against Azurite, which cannot issue user delegation
 // keys without OAuth over HTTPS.
 //
-// Scope of the dump SAS: a directory SAS (sr=d) limits writes to dumps/<incidentId>/, but Azure
-// accepts it only on accounts with a hierarchical namespace, and those do not support the blob
-// index tags the audit trail relies on. UserDelegation therefore asks the account once: with a
-// hierarchical namespace it signs a directory SAS; without, a container SAS (sr=c). Either way the
-// SAS allows create and write only (no read, list or delete) and lives at most MaxDumpSASLifetime.
-// PrefixURL reports which scope it signed so that the pipeline records it.
+// Scope of the dump SAS: the agent writes dumps/<incidentId>/ through one blob SAS (sr=b) per
+// blob it may write, create and write only, living at most MaxDumpSASLifetime. A directory SAS
+// (sr=d) would need a hierarchical-namespace account, which does not support the blob index tags
+// the audit trail relies on; a container SAS would let the rescue VM write beside other
+// incidents' dumps.
 package blobstore
 
 import (
@@ -51,19 +50,10 @@ const (
 	keyRenewBefore = 3 * time.Hour
 )
 
-// Scopes a prefix SAS may have.
-const (
-	ScopeDirectory = "directory"
-	ScopeContainer = "container"
-)
-
 // Signer makes SAS URLs.
 type Signer interface {
 	// BlobURL returns the URL of one blob with a SAS granting perms for ttl.
 	BlobURL(ctx context.Context, containerName, blobName string, perms sas.BlobPermissions, ttl time.Duration) (string, error)
-	// PrefixURL returns <container URL>/<prefix>?<SAS> granting create and write under prefix for
-	// ttl (at most MaxDumpSASLifetime), as narrowly as the account allows, and the scope signed.
-	PrefixURL(ctx context.Context, containerName, prefix string, ttl time.Duration) (sasURL, scope string, err error)
 }
 
 // Store reads and writes blobs with the app's own credential.
@@ -216,19 +206,6 @@ func (k *SharedKey) BlobURL(_ context.Context, containerName, blobName string, p
 	return join(k.BaseURL, containerName, blobName, q), nil
 }
 
-// PrefixURL implements Signer with a container SAS: Azurite offers no directory SAS.
-func (k *SharedKey) PrefixURL(_ context.Context, containerName, prefix string, ttl time.Duration) (string, string, error) {
-	now := nowOf(k.Now)
-	q, err := sas.BlobSignatureValues{
-		Protocol: protocol(k.BaseURL), StartTime: now.Add(-clockSkew), ExpiryTime: now.Add(min(ttl, MaxDumpSASLifetime)),
-		Permissions: (&sas.ContainerPermissions{Create: true, Write: true}).String(), ContainerName: containerName,
-	}.SignWithSharedKey(k.Cred)
-	if err != nil {
-		return "", "", fmt.Errorf("sign %s/%s: %w", containerName, prefix, err)
-	}
-	return join(k.BaseURL, containerName, prefix, q), ScopeContainer, nil
-}
-
 // UserDelegation signs user delegation SAS URLs with a key obtained with the app's identity.
 type UserDelegation struct {
 	Service *service.Client
@@ -237,7 +214,6 @@ type UserDelegation struct {
 	mu     sync.Mutex
 	cred   *service.UserDelegationCredential
 	keyEnd time.Time
-	hns    *bool
 }
 
 func (u *UserDelegation) credential(ctx context.Context, until time.Time) (*service.UserDelegationCredential, error) {
@@ -264,25 +240,6 @@ func (u *UserDelegation) credential(ctx context.Context, until time.Time) (*serv
 	return cred, nil
 }
 
-// hierarchical reports, once, whether the account has a hierarchical namespace. A failed check
-// is not cached and answers false: the container scope works on every account.
-func (u *UserDelegation) hierarchical(ctx context.Context, containerName string) bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.hns != nil {
-		return *u.hns
-	}
-	ctx, cancel := context.WithTimeout(ctx, opTimeout)
-	defer cancel()
-	info, err := u.Service.NewContainerClient(containerName).GetAccountInfo(ctx, nil)
-	if err != nil {
-		return false
-	}
-	h := info.IsHierarchicalNamespaceEnabled != nil && *info.IsHierarchicalNamespaceEnabled
-	u.hns = &h
-	return h
-}
-
 // BlobURL implements Signer.
 func (u *UserDelegation) BlobURL(ctx context.Context, containerName, blobName string, perms sas.BlobPermissions, ttl time.Duration) (string, error) {
 	now := nowOf(u.Now)
@@ -298,32 +255,6 @@ func (u *UserDelegation) BlobURL(ctx context.Context, containerName, blobName st
 		return "", fmt.Errorf("sign %s/%s: %w", containerName, blobName, err)
 	}
 	return join(u.Service.URL(), containerName, blobName, q), nil
-}
-
-// PrefixURL implements Signer: a directory SAS where the account allows one, else a container SAS.
-func (u *UserDelegation) PrefixURL(ctx context.Context, containerName, prefix string, ttl time.Duration) (string, string, error) {
-	now := nowOf(u.Now)
-	ttl = min(ttl, MaxDumpSASLifetime)
-	cred, err := u.credential(ctx, now.Add(ttl))
-	if err != nil {
-		return "", "", err
-	}
-	v := sas.BlobSignatureValues{
-		Protocol: sas.ProtocolHTTPS, StartTime: now.Add(-clockSkew), ExpiryTime: now.Add(ttl),
-		ContainerName: containerName,
-	}
-	scope := ScopeContainer
-	if u.hierarchical(ctx, containerName) {
-		scope, v.Directory = ScopeDirectory, strings.Trim(prefix, "/")
-		v.Permissions = (&sas.BlobPermissions{Create: true, Write: true}).String()
-	} else {
-		v.Permissions = (&sas.ContainerPermissions{Create: true, Write: true}).String()
-	}
-	q, err := v.SignWithUserDelegation(cred)
-	if err != nil {
-		return "", "", fmt.Errorf("sign %s/%s: %w", containerName, prefix, err)
-	}
-	return join(u.Service.URL(), containerName, prefix, q), scope, nil
 }
 
 func join(base, containerName, name string, q sas.QueryParameters) string {

@@ -87,34 +87,25 @@ func TestBlobURLReadOnly(t *testing.T) {
 	}
 }
 
-// TestPrefixURLWriteOnly checks the dump SAS: it writes under the prefix, cannot read, and
-// expires within two hours even when asked for more.
-func TestPrefixURLWriteOnly(t *testing.T) {
+// TestDumpBlobSASScope checks the SAS a dump is written with: create and write on one blob,
+// nothing else: no read, no sibling blob in the incident's prefix, no other incident's prefix.
+func TestDumpBlobSASScope(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	st, signer, c := setup(t)
-	now := time.Now()
-	u, scope, err := signer.PrefixURL(ctx, c, "inc-20261120-031407-7f3c", 10*time.Hour)
+	const inc = "inc-20261120-031407-7f3c"
+	u, err := signer.BlobURL(ctx, c, inc+"/MEMORY.DMP", sas.BlobPermissions{Create: true, Write: true}, blobstore.MaxDumpSASLifetime)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if scope != blobstore.ScopeContainer {
-		t.Errorf("scope %q", scope)
+	q, _ := url.Parse(u)
+	if got := q.Query().Get("sp"); got != "cw" {
+		t.Errorf("permissions %q, want cw", got)
 	}
-	parsed, _ := url.Parse(u)
-	if !strings.HasSuffix(parsed.Path, "/"+c+"/inc-20261120-031407-7f3c") {
-		t.Errorf("path %q", parsed.Path)
+	if got := q.Query().Get("sr"); got != "b" {
+		t.Errorf("resource %q, want b (one blob)", got)
 	}
-	q := parsed.Query()
-	if q.Get("sp") != "cw" {
-		t.Errorf("permissions %q, want cw", q.Get("sp"))
-	}
-	se, err := time.Parse(time.RFC3339, q.Get("se"))
-	if err != nil || se.Sub(now) > blobstore.MaxDumpSASLifetime+time.Minute {
-		t.Errorf("expiry %v is beyond two hours", se)
-	}
-	blobURL := strings.Replace(u, "/inc-20261120-031407-7f3c?", "/inc-20261120-031407-7f3c/MEMORY.DMP?", 1)
-	bb, err := blockblob.NewClientWithNoCredential(blobURL, nil)
+	bb, err := blockblob.NewClientWithNoCredential(u, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +115,17 @@ func TestPrefixURLWriteOnly(t *testing.T) {
 	if _, err := bb.DownloadStream(ctx, nil); err == nil {
 		t.Error("the dump SAS could read")
 	}
-	if got, err := st.Get(ctx, c, "inc-20261120-031407-7f3c/MEMORY.DMP", 100); err != nil || string(got) != "dump" {
+	for _, other := range []string{inc + "/manifest.json", "inc-20261120-031407-0000/MEMORY.DMP"} {
+		ou := strings.Replace(u, "/"+inc+"/MEMORY.DMP?", "/"+other+"?", 1)
+		ob, err := blockblob.NewClientWithNoCredential(ou, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ob.Upload(ctx, nopRSC{strings.NewReader("x")}, nil); err == nil {
+			t.Errorf("the SAS for MEMORY.DMP could write %s", other)
+		}
+	}
+	if got, err := st.Get(ctx, c, inc+"/MEMORY.DMP", 100); err != nil || string(got) != "dump" {
 		t.Errorf("stored %q %v", got, err)
 	}
 }

@@ -1,4 +1,5 @@
-// Package harvest uploads crash dumps to Blob Storage through a SAS URL prefix: each file as a
+// Package harvest uploads crash dumps to Blob Storage under a blob prefix, through one SAS per
+// blob (or, for an operator running the agent by hand, one SAS for the prefix): each file as a
 // block blob staged in parallel blocks with a transactional MD5 per block, in bounded memory
 // whatever the file's size, resumable after an interruption, with the SHA-256 of every whole
 // file recorded in a manifest.json written last.
@@ -16,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
 	"sync"
@@ -47,7 +49,26 @@ const (
 	ManifestName = "manifest.json"
 	// metaSHA256 is the metadata key holding a committed file's SHA-256.
 	metaSHA256 = "sha256"
+	// MemoryDumpBlob is the blob name, under the prefix, of the full or kernel dump.
+	MemoryDumpBlob = "MEMORY.DMP"
+	// MaxMinidumps is how many minidumps, newest first, a harvest uploads. The blob names are
+	// fixed slots (MinidumpBlob) so that a SAS can be signed for each blob before the disk is
+	// read; the manifest maps each slot to the file's name on the disk.
+	MaxMinidumps = 8
 )
+
+// MinidumpBlob is the blob name, under the prefix, of the i-th newest minidump (from 0).
+func MinidumpBlob(i int) string { return fmt.Sprintf("Minidump/%02d.dmp", i+1) }
+
+// BlobNames are every blob name a harvest may write under its prefix: what a destination must
+// offer a SAS for.
+func BlobNames() []string {
+	names := []string{MemoryDumpBlob}
+	for i := range MaxMinidumps {
+		names = append(names, MinidumpBlob(i))
+	}
+	return append(names, ManifestName)
+}
 
 // Options tunes the uploader. Memory use is (Concurrency+1) × BlockSize.
 type Options struct {
@@ -80,8 +101,10 @@ type ReaderAtCloser interface {
 // Source is one file to upload.
 type Source struct {
 	// Name is the blob's name under the prefix, with forward slashes: MEMORY.DMP,
-	// Minidump/112026-7031-01.dmp.
-	Name     string
+	// Minidump/01.dmp.
+	Name string
+	// Original is the file's path on the disk, for the manifest (optional).
+	Original string
 	Size     int64
 	Modified time.Time
 	Open     func() (ReaderAtCloser, error)
@@ -129,6 +152,7 @@ type Manifest struct {
 // ManifestFile is one uploaded file.
 type ManifestFile struct {
 	Name     string             `json:"name"`
+	Original string             `json:"original,omitempty"` // the file's path on the disk
 	Blob     string             `json:"blob"`
 	Size     int64              `json:"size"`
 	SHA256   string             `json:"sha256"`
@@ -140,15 +164,33 @@ type ManifestFile struct {
 // ManifestVersion is the version of Manifest this build writes.
 const ManifestVersion = 1
 
-// Uploader writes blobs under one SAS prefix.
+// Uploader writes blobs under one prefix.
 type Uploader struct {
 	parts  sas.URLParts // the prefix; BlobName is the prefix path
 	prefix string
-	opts   Options
+	// blobSAS, when set, holds the only blobs this uploader may write: name under the prefix →
+	// that blob's SAS. Otherwise parts carries one SAS for the whole prefix.
+	blobSAS map[string]sas.QueryParameters
+	opts    Options
 }
 
-// New makes an uploader for prefixURL, <container URL>/<prefix>?<SAS>.
+// New makes an uploader for prefixURL, <container URL>/<prefix>?<SAS>, where the SAS grants
+// writing any blob under the prefix (a container or directory SAS).
 func New(prefixURL string, opts Options) (*Uploader, error) {
+	return newUploader(prefixURL, nil, opts)
+}
+
+// NewPerBlob makes an uploader for the blobs under prefixURL (<container URL>/<prefix>, no SAS)
+// for which blobSAS holds a SAS (name under the prefix → SAS query string). A harvest through it
+// writes nothing else: each SAS is scoped to one blob. BlobNames lists what it must cover.
+func NewPerBlob(prefixURL string, blobSAS map[string]string, opts Options) (*Uploader, error) {
+	if len(blobSAS) == 0 {
+		return nil, errors.New("no blob SAS given")
+	}
+	return newUploader(prefixURL, blobSAS, opts)
+}
+
+func newUploader(prefixURL string, blobSAS map[string]string, opts Options) (*Uploader, error) {
 	parts, err := sas.ParseURL(prefixURL)
 	if err != nil {
 		return nil, fmt.Errorf("blob prefix URL: %w", err)
@@ -160,8 +202,31 @@ func New(prefixURL string, opts Options) (*Uploader, error) {
 	if prefix == "" {
 		return nil, errors.New("blob prefix URL names no prefix under the container")
 	}
-	if parts.SAS.Signature() == "" {
-		return nil, errors.New("blob prefix URL carries no SAS")
+	u := &Uploader{parts: parts, prefix: prefix}
+	if blobSAS == nil {
+		if parts.SAS.Signature() == "" {
+			return nil, errors.New("blob prefix URL carries no SAS")
+		}
+	} else {
+		if parts.SAS.Signature() != "" {
+			return nil, errors.New("blob prefix URL carries a SAS as well as the per-blob ones")
+		}
+		u.blobSAS = make(map[string]sas.QueryParameters, len(blobSAS))
+		for name, raw := range blobSAS {
+			clean := path.Clean(name)
+			if clean != name || name == "" || strings.HasPrefix(name, "/") || strings.HasPrefix(name, "..") {
+				return nil, fmt.Errorf("blob SAS for %q: not a plain name under the prefix", name)
+			}
+			q, err := url.ParseQuery(raw)
+			if err != nil {
+				return nil, fmt.Errorf("blob SAS for %s: %w", name, err)
+			}
+			p := sas.NewQueryParameters(q, true)
+			if p.Signature() == "" {
+				return nil, fmt.Errorf("blob SAS for %s carries no signature", name)
+			}
+			u.blobSAS[name] = p
+		}
 	}
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = DefaultConcurrency
@@ -175,7 +240,8 @@ func New(prefixURL string, opts Options) (*Uploader, error) {
 	if opts.BlockRetries <= 0 {
 		opts.BlockRetries = defaultBlockRetries
 	}
-	return &Uploader{parts: parts, prefix: prefix, opts: opts}, nil
+	u.opts = opts
+	return u, nil
 }
 
 // Prefix is the prefix path under the container, e.g. the incident id.
@@ -184,11 +250,18 @@ func (u *Uploader) Prefix() string { return u.prefix }
 // BlobName is the full blob name of name under the prefix.
 func (u *Uploader) BlobName(name string) string { return path.Join(u.prefix, name) }
 
-// blobURL is the URL of name, with the SAS.
-func (u *Uploader) blobURL(name string) string {
+// blobURL is the URL of name, with its SAS.
+func (u *Uploader) blobURL(name string) (string, error) {
 	p := u.parts
 	p.BlobName = u.BlobName(name)
-	return p.String()
+	if u.blobSAS != nil {
+		q, ok := u.blobSAS[name]
+		if !ok {
+			return "", fmt.Errorf("the destination offers no SAS for %s", name)
+		}
+		p.SAS = q
+	}
+	return p.String(), nil
 }
 
 // PrefixURL is the prefix URL without its SAS, for reports.
@@ -200,7 +273,11 @@ func (u *Uploader) PrefixURL() string {
 }
 
 func (u *Uploader) client(name string) (*blockblob.Client, error) {
-	return blockblob.NewClientWithNoCredential(u.blobURL(name), u.opts.ClientOptions)
+	raw, err := u.blobURL(name)
+	if err != nil {
+		return nil, err
+	}
+	return blockblob.NewClientWithNoCredential(raw, u.opts.ClientOptions)
 }
 
 // blockSize is the block size for a file: the configured one, grown in whole MiB so that the
@@ -444,7 +521,7 @@ func (u *Uploader) Harvest(ctx context.Context, incidentID string, srcs []Source
 		if err != nil {
 			return rep, err
 		}
-		m.Files = append(m.Files, ManifestFile{Name: src.Name, Blob: fr.Blob, Size: src.Size, SHA256: fr.SHA256,
+		m.Files = append(m.Files, ManifestFile{Name: src.Name, Original: src.Original, Blob: fr.Blob, Size: src.Size, SHA256: fr.SHA256,
 			Modified: src.Modified.UTC(), BugCheck: src.BugCheck, DumpType: src.DumpType})
 		if m.BugCheck == nil && src.BugCheck != nil {
 			m.BugCheck = src.BugCheck // sources come MEMORY.DMP first, then minidumps newest first

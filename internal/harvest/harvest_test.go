@@ -328,6 +328,81 @@ func TestNewRefuses(t *testing.T) {
 	}
 }
 
+func TestNewPerBlobRefuses(t *testing.T) {
+	t.Parallel()
+	base := "https://acct.blob.core.windows.net/dumps/" + incidentID
+	ok := "sv=2024-08-04&sr=b&sp=cw&sig=abc"
+	for _, c := range []struct {
+		name   string
+		prefix string
+		sas    map[string]string
+	}{
+		{"no blob SAS", base, nil},
+		{"prefix SAS as well", base + "?sv=2024-08-04&sig=abc", map[string]string{"MEMORY.DMP": ok}},
+		{"unsigned", base, map[string]string{"MEMORY.DMP": "sv=2024-08-04&sp=cw"}},
+		{"climbs out", base, map[string]string{"../other/MEMORY.DMP": ok}},
+		{"absolute", base, map[string]string{"/MEMORY.DMP": ok}},
+		{"unclean", base, map[string]string{"Minidump//01.dmp": ok}},
+	} {
+		if _, err := NewPerBlob(c.prefix, c.sas, Options{}); err == nil {
+			t.Errorf("%s: accepted", c.name)
+		}
+	}
+}
+
+// TestPerBlobWritesOnlyWhatIsOffered: a harvest through per-blob SAS writes the blobs it has a
+// SAS for and stops, with nothing committed, at a file it has none for.
+func TestPerBlobWritesOnlyWhatIsOffered(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	client := azuritetest.Client(t)
+	container := azuritetest.Container(t, "dumps")
+	if _, err := client.CreateContainer(ctx, container, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = client.DeleteContainer(context.Background(), container, nil) })
+	cc := client.ServiceClient().NewContainerClient(container)
+	offered := map[string]string{}
+	for _, name := range []string{MemoryDumpBlob, ManifestName} {
+		u, err := cc.NewBlobClient(incidentID+"/"+name).GetSASURL(sas.BlobPermissions{Create: true, Write: true}, time.Now().Add(time.Hour), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts, _ := azblob.ParseURL(u)
+		offered[name] = parts.SAS.Encode()
+	}
+	up, err := NewPerBlob(cc.URL()+"/"+incidentID, offered, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcs := []Source{memSource(MemoryDumpBlob, randomBytes(1000, 1)), memSource(MinidumpBlob(0), randomBytes(10, 2))}
+	rep, err := up.Harvest(ctx, incidentID, srcs, time.Now())
+	if err == nil || !strings.Contains(err.Error(), "no SAS for Minidump/01.dmp") || rep.Complete {
+		t.Fatalf("harvest: %v, %+v", err, rep)
+	}
+	if got, _ := blobSHA(t, container, incidentID+"/"+MemoryDumpBlob); got != sha(srcs[0].mustRead(t)) {
+		t.Error("MEMORY.DMP not written through its SAS")
+	}
+	rep, err = up.Harvest(ctx, incidentID, srcs[:1], time.Now())
+	if err != nil || !rep.Complete {
+		t.Fatalf("harvest of the offered blobs: %v %+v", err, rep)
+	}
+}
+
+func (s Source) mustRead(t *testing.T) []byte {
+	t.Helper()
+	f, err := s.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, s.Size)
+	if _, err := f.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func TestBlockSizeAndIDs(t *testing.T) {
 	t.Parallel()
 	up, _ := New("https://a.blob.core.windows.net/c/p?sig=x", Options{})

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
 	"github.com/vmrescue/vmrescue/internal/agent"
 	"github.com/vmrescue/vmrescue/internal/armclient"
 	"github.com/vmrescue/vmrescue/internal/blobstore"
@@ -23,26 +25,28 @@ import (
 const bootDiagTimeout = 2 * time.Minute
 
 // harvestFrom has the agent upload the dumps on the disk at lun of a rescue VM to
-// dumps/<incidentId>/ through a write-only SAS scoped as narrowly as the account allows, then
-// reads the manifest the agent wrote last. It reports whether any dump was there.
+// dumps/<incidentId>/, then reads the manifest the agent wrote last. The agent gets one SAS per
+// blob it may write (harvest.BlobNames), each create and write only and valid at most
+// blobstore.MaxDumpSASLifetime, so the rescue VM can write nothing outside the incident's prefix.
 func (p *Pipeline) harvestFrom(ctx context.Context, r *run, rescueVMID string, lun int) error {
 	if err := p.ensureContainers(ctx); err != nil {
 		return err
 	}
-	var sasURL string
+	var prefixURL string
+	var blobSAS map[string]string
 	if !r.dry {
-		u, scope, err := p.Signer.PrefixURL(ctx, p.Config.DumpsContainer, r.msg.IncidentID, blobstore.MaxDumpSASLifetime)
+		var err error
+		prefixURL, blobSAS, err = p.dumpSAS(ctx, r.msg.IncidentID)
 		if err != nil {
 			return err
 		}
-		sasURL = u
-		if err := r.note(ctx, fmt.Sprintf("dump SAS: create and write only, %s scope, %s/%s/, valid %s",
-			scope, p.Config.DumpsContainer, r.msg.IncidentID, blobstore.MaxDumpSASLifetime)); err != nil {
+		if err := r.note(ctx, fmt.Sprintf("dump SAS: create and write only, one per blob for %d blobs under %s/%s/, valid %s",
+			len(blobSAS), p.Config.DumpsContainer, r.msg.IncidentID, blobstore.MaxDumpSASLifetime)); err != nil {
 			return err
 		}
 	}
 	res, err := p.runAgent(ctx, r, rescueVMID, "harvest", agent.Request{
-		Command: agent.CommandHarvest, IncidentID: r.msg.IncidentID, LUN: lun, SASURL: sasURL,
+		Command: agent.CommandHarvest, IncidentID: r.msg.IncidentID, LUN: lun, SASURL: prefixURL, BlobSAS: blobSAS,
 	})
 	if err != nil {
 		return err
@@ -57,6 +61,30 @@ func (p *Pipeline) harvestFrom(ctx context.Context, r *run, rescueVMID string, l
 		return wait(agentWait, "the dump upload is incomplete: it resumes on the next run")
 	}
 	return p.readManifest(ctx, r)
+}
+
+// dumpSAS signs a blob SAS for each name in harvest.BlobNames under the incident's prefix. It
+// returns the prefix URL (no SAS) and each blob's SAS query string.
+func (p *Pipeline) dumpSAS(ctx context.Context, incidentID string) (string, map[string]string, error) {
+	perms := sas.BlobPermissions{Create: true, Write: true}
+	blobSAS := map[string]string{}
+	var prefixURL string
+	for _, name := range harvest.BlobNames() {
+		raw, err := p.Signer.BlobURL(ctx, p.Config.DumpsContainer, incidentID+"/"+name, perms, blobstore.MaxDumpSASLifetime)
+		if err != nil {
+			return "", nil, err
+		}
+		u, err := url.Parse(raw)
+		if err != nil {
+			return "", nil, fmt.Errorf("dump SAS for %s: %w", name, err)
+		}
+		blobSAS[name] = u.RawQuery
+		if prefixURL == "" {
+			u.RawQuery = ""
+			prefixURL = strings.TrimSuffix(u.String(), "/"+name) // the signer's endpoint, as the agent will reach it
+		}
+	}
+	return prefixURL, blobSAS, nil
 }
 
 // readManifest reads dumps/<incidentId>/manifest.json and records the main dump: MEMORY.DMP, or

@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/vmrescue/vmrescue/internal/agent"
 	"github.com/vmrescue/vmrescue/internal/azsim"
+	"github.com/vmrescue/vmrescue/internal/blobstore"
 	"github.com/vmrescue/vmrescue/internal/dumpfile"
 	"github.com/vmrescue/vmrescue/internal/harvest"
 	"github.com/vmrescue/vmrescue/internal/incident"
@@ -141,12 +143,18 @@ func (f *fakeAgent) run(ctx context.Context, req azsim.RunCommandRequest) agent.
 		res.OK = true
 	case agent.CommandHarvest:
 		var srcs []harvest.Source
+		minis := 0
 		for _, p := range files.Paths() {
 			if p != memoryDump && !strings.HasPrefix(p, minidumpDir) {
 				continue
 			}
 			data, _ := files.Read(p)
-			src := harvest.Source{Name: strings.TrimPrefix(p, "Windows/"), Size: int64(len(data)), Modified: time.Now().UTC(),
+			name := harvest.MemoryDumpBlob
+			if p != memoryDump {
+				name = harvest.MinidumpBlob(minis)
+				minis++
+			}
+			src := harvest.Source{Name: name, Original: p, Size: int64(len(data)), Modified: time.Now().UTC(),
 				Open: func() (harvest.ReaderAtCloser, error) { return nopCloser{bytes.NewReader(data)}, nil }}
 			if h, err := dumpfile.ParseBytes(data); err == nil {
 				bc := h.BugCheck()
@@ -154,7 +162,10 @@ func (f *fakeAgent) run(ctx context.Context, req azsim.RunCommandRequest) agent.
 			}
 			srcs = append(srcs, src)
 		}
-		up, err := harvest.New(areq.SASURL, harvest.Options{})
+		if err := checkDumpSAS(areq.BlobSAS); err != nil {
+			return refuse("dump SAS: %v", err)
+		}
+		up, err := harvest.NewPerBlob(areq.SASURL, areq.BlobSAS, harvest.Options{})
 		if err != nil {
 			return refuse("harvest destination: %v", err)
 		}
@@ -261,4 +272,29 @@ func (e *env) onVMStarted(vmID string) {
 	}); err != nil {
 		e.t.Errorf("crash alert for %s: %v", vm.Name, err)
 	}
+}
+
+// checkDumpSAS holds the pipeline to the dump SAS it must hand out: one per blob a harvest may
+// write, each scoped to that blob, create and write only, living at most two hours.
+func checkDumpSAS(blobSAS map[string]string) error {
+	names := harvest.BlobNames()
+	if len(blobSAS) != len(names) {
+		return fmt.Errorf("%d blob SAS, want %d", len(blobSAS), len(names))
+	}
+	for _, name := range names {
+		q, err := url.ParseQuery(blobSAS[name])
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		se, err := time.Parse(time.RFC3339, q.Get("se"))
+		switch {
+		case err != nil:
+			return fmt.Errorf("%s: expiry %q: %v", name, q.Get("se"), err)
+		case q.Get("sr") != "b" || q.Get("sp") != "cw":
+			return fmt.Errorf("%s: resource %q permissions %q, want b and cw", name, q.Get("sr"), q.Get("sp"))
+		case time.Until(se) > blobstore.MaxDumpSASLifetime:
+			return fmt.Errorf("%s: valid until %s, beyond two hours", name, se)
+		}
+	}
+	return nil
 }
