@@ -62,6 +62,8 @@ func TestClassify(t *testing.T) {
 		{"property change not allowed", 409, "PropertyChangeNotAllowed", "Changing property 'hyperVGeneration' is not allowed.", nil, true, 0},
 		{"os disk swap with ADE", 409, "OSDiskSwapNotSupportedForVMsUsingDiskEncryption", "not supported", nil, true, 0},
 		{"operation not allowed for good", 409, "OperationNotAllowed", "The maximum number of data disks allowed to be attached to a VM of this size is 4.", nil, true, 0},
+		// Messages ARM returns (as reported in public issue threads): a state mismatch that does not end by itself.
+		{"operation needs a running VM", 409, "OperationNotAllowed", "The operation requires the VM to be running (or set to run).", nil, true, 0},
 		{"conflicting user input", 409, "ConflictingUserInput", "Disk is already attached to VM other.", nil, true, 0},
 		{"authorization failed", 403, "AuthorizationFailed", "The client does not have authorization", nil, true, 0},
 		{"linked authorization failed", 403, "LinkedAuthorizationFailed", "no access to the disk", nil, true, 0},
