@@ -23,25 +23,13 @@ import (
 	"github.com/vmrescue/vmrescue/internal/azurite/azuritetest"
 	"github.com/vmrescue/vmrescue/internal/config"
 	"github.com/vmrescue/vmrescue/internal/dumpfile"
+	"github.com/vmrescue/vmrescue/internal/handlertest"
 	"github.com/vmrescue/vmrescue/internal/incident"
 )
 
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "vmrescue-handler-")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "handler")
-	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build handler: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	defer os.RemoveAll(dir)
-	azuritetest.Main(m)
-}
+func TestMain(m *testing.M) { handlertest.Main(m, &binary) }
 
 const sub = "11111111-2222-3333-4444-555555555555"
 

@@ -2,36 +2,19 @@ package bench
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vmrescue/vmrescue/internal/azurite/azuritetest"
+	"github.com/vmrescue/vmrescue/internal/handlertest"
 )
 
 // handlerBinary is the handler built once for the tests: the local host runs it as its child.
 var handlerBinary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "vmrescue-bench-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	handlerBinary = filepath.Join(dir, "handler")
-	out, err := exec.Command("go", "build", "-o", handlerBinary, "github.com/vmrescue/vmrescue/handler").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build handler: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	defer os.RemoveAll(dir)
-	azuritetest.Main(m)
-}
+func TestMain(m *testing.M) { handlertest.Main(m, &handlerBinary) }
 
 // scenarioTimeout bounds each small scenario in the tests.
 const scenarioTimeout = 4 * time.Minute

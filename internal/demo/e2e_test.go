@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -19,11 +17,15 @@ import (
 	"github.com/vmrescue/vmrescue/internal/azsim"
 	"github.com/vmrescue/vmrescue/internal/azurite/azuritetest"
 	"github.com/vmrescue/vmrescue/internal/demo"
+	"github.com/vmrescue/vmrescue/internal/handlertest"
 	"github.com/vmrescue/vmrescue/internal/hostproto"
 	"github.com/vmrescue/vmrescue/internal/incident"
 )
 
-func TestMain(m *testing.M) { azuritetest.Main(m) }
+// handlerBinary is the handler, built once for the package's tests.
+var handlerBinary string
+
+func TestMain(m *testing.M) { handlertest.Main(m, &handlerBinary) }
 
 // Bounds of the end-to-end tests.
 const (
@@ -31,8 +33,6 @@ const (
 	e2eScale = 0.01
 	// incidentTimeout bounds one incident, start to close.
 	incidentTimeout = 3 * time.Minute
-	// buildTimeout bounds the one build of the handler.
-	buildTimeout = 5 * time.Minute
 	// killPoll is how often the kill test looks for the stage it interrupts.
 	killPoll = 5 * time.Millisecond
 )
@@ -56,7 +56,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Skip("end-to-end: builds the handler and runs the local stack")
 	}
 	t.Parallel()
-	bin := buildHandler(t)
+	bin := handlerBinary
 
 	t.Run("shared", func(t *testing.T) {
 		t.Parallel()
@@ -170,19 +170,6 @@ func TestEndToEnd(t *testing.T) {
 			}
 		}
 	})
-}
-
-// buildHandler builds the handler once for the test run.
-func buildHandler(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "handler")
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/vmrescue/vmrescue/handler")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build handler: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // newFleet is a fleet of its own subscription, so that stacks sharing Azurite never share a

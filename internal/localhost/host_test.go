@@ -8,8 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,6 +18,7 @@ import (
 	"github.com/vmrescue/vmrescue/internal/azurite/azuritetest"
 	"github.com/vmrescue/vmrescue/internal/bus"
 	"github.com/vmrescue/vmrescue/internal/config"
+	"github.com/vmrescue/vmrescue/internal/handlertest"
 	"github.com/vmrescue/vmrescue/internal/hostproto"
 	"github.com/vmrescue/vmrescue/internal/incident"
 )
@@ -30,22 +29,7 @@ var handlerBinary string
 // appDir is the repository root: host.json and functions/.
 const appDir = "../.."
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "vmrescue-localhost-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	handlerBinary = filepath.Join(dir, "handler")
-	out, err := exec.Command("go", "build", "-o", handlerBinary, "github.com/vmrescue/vmrescue/handler").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build handler: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	defer os.RemoveAll(dir)
-	azuritetest.Main(m)
-}
+func TestMain(m *testing.M) { handlertest.Main(m, &handlerBinary) }
 
 // syncBuffer collects the host's output; a failed test prints it.
 type syncBuffer struct {

@@ -23,19 +23,23 @@ var blobURL string
 // Main starts Azurite (unless VMRESCUE_TEST_AZURITE_URL names one), runs the tests and stops it.
 // Call it from TestMain: func TestMain(m *testing.M) { azuritetest.Main(m) }.
 func Main(m *testing.M) {
+	os.Exit(Run(m))
+}
+
+// Run is Main without the exit, for a TestMain with its own cleanup: it returns the tests' code.
+func Run(m *testing.M) int {
 	if u := os.Getenv("VMRESCUE_TEST_AZURITE_URL"); u != "" {
 		blobURL = u
-		os.Exit(m.Run())
+		return m.Run()
 	}
 	srv, err := azurite.Start(context.Background())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "azuritetest:", err)
-		os.Exit(1)
+		return 1
 	}
+	defer srv.Stop()
 	blobURL = srv.BlobURL
-	code := m.Run()
-	srv.Stop()
-	os.Exit(code)
+	return m.Run()
 }
 
 // URL is the blob service URL of the shared server.
