@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
 	"github.com/vmrescue/vmrescue/internal/agent"
 	"github.com/vmrescue/vmrescue/internal/agent/wintest"
@@ -32,16 +33,21 @@ func writeDump(t *testing.T, p *wintest.Partition, path string, code uint32, siz
 	}
 }
 
+// createContainer creates the dumps container in Azurite.
+func createContainer(t *testing.T, name string) *container.Client {
+	t.Helper()
+	client := azuritetest.Client(t)
+	if _, err := client.CreateContainer(context.Background(), name, nil); err != nil {
+		t.Fatal(err)
+	}
+	return client.ServiceClient().NewContainerClient(name)
+}
+
 // prefixSAS makes a service SAS for the dumps container (create, write, read) and returns the
 // incident prefix URL with it.
 func prefixSAS(t *testing.T, container string, perms sas.ContainerPermissions) string {
 	t.Helper()
-	ctx := context.Background()
-	client := azuritetest.Client(t)
-	if _, err := client.CreateContainer(ctx, container, nil); err != nil {
-		t.Fatal(err)
-	}
-	cc := client.ServiceClient().NewContainerClient(container)
+	cc := createContainer(t, container)
 	u, err := cc.GetSASURL(perms, time.Now().Add(2*time.Hour), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -58,12 +64,7 @@ func prefixSAS(t *testing.T, container string, perms sas.ContainerPermissions) s
 // returns the prefix URL (no SAS) with them, as the pipeline hands them to the agent.
 func blobSAS(t *testing.T, container string, perms sas.BlobPermissions) (string, map[string]string) {
 	t.Helper()
-	ctx := context.Background()
-	client := azuritetest.Client(t)
-	if _, err := client.CreateContainer(ctx, container, nil); err != nil {
-		t.Fatal(err)
-	}
-	cc := client.ServiceClient().NewContainerClient(container)
+	cc := createContainer(t, container)
 	out := map[string]string{}
 	for _, name := range harvest.BlobNames() {
 		u, err := cc.NewBlobClient(incidentID+"/"+name).GetSASURL(perms, time.Now().Add(2*time.Hour), nil)

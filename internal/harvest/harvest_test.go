@@ -25,6 +25,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
+	azblobcontainer "github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
 	"github.com/vmrescue/vmrescue/internal/azurite/azuritetest"
 	"github.com/vmrescue/vmrescue/internal/incident"
@@ -41,18 +42,30 @@ const incidentID = "inc-20261120-031407-7f3c"
 
 var allPerms = sas.ContainerPermissions{Read: true, Create: true, Write: true}
 
+// testContainer is a dumps container in Azurite, removed when the test ends.
+type testContainer struct {
+	*azblobcontainer.Client
+	name string
+}
+
+func newContainer(t testing.TB) testContainer {
+	t.Helper()
+	client := azuritetest.Client(t)
+	name := azuritetest.Container(t, "dumps")
+	if _, err := client.CreateContainer(context.Background(), name, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = client.DeleteContainer(context.Background(), name, nil) })
+	return testContainer{client.ServiceClient().NewContainerClient(name), name}
+}
+
 // prefixURL creates a container and returns the incident prefix URL with a service SAS made
 // from the shared key.
 func prefixURL(t testing.TB, perms sas.ContainerPermissions) (string, string) {
 	t.Helper()
-	ctx := context.Background()
-	client := azuritetest.Client(t)
-	container := azuritetest.Container(t, "dumps")
-	if _, err := client.CreateContainer(ctx, container, nil); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = client.DeleteContainer(context.Background(), container, nil) })
-	u, err := client.ServiceClient().NewContainerClient(container).GetSASURL(perms, time.Now().Add(2*time.Hour), nil)
+	cc := newContainer(t)
+	container := cc.name
+	u, err := cc.GetSASURL(perms, time.Now().Add(2*time.Hour), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,13 +368,8 @@ func TestNewPerBlobRefuses(t *testing.T) {
 func TestPerBlobWritesOnlyWhatIsOffered(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	client := azuritetest.Client(t)
-	container := azuritetest.Container(t, "dumps")
-	if _, err := client.CreateContainer(ctx, container, nil); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = client.DeleteContainer(context.Background(), container, nil) })
-	cc := client.ServiceClient().NewContainerClient(container)
+	cc := newContainer(t)
+	container := cc.name
 	offered := map[string]string{}
 	for _, name := range []string{MemoryDumpBlob, ManifestName} {
 		u, err := cc.NewBlobClient(incidentID+"/"+name).GetSASURL(sas.BlobPermissions{Create: true, Write: true}, time.Now().Add(time.Hour), nil)
