@@ -44,6 +44,7 @@ func wirePipeline(cfg config.Config, cred azcore.TokenCredential, blobs *azblob.
 		return err
 	}
 	in.OnSignal = p.Signal
+	d.prepare = p.PrepareAgent
 	d.server.Stages, d.server.Janitor = p.Stages(), p.Janitor()
 	return nil
 }

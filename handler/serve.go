@@ -32,6 +32,7 @@ const (
 	readHeaderTimeout = 10 * time.Second
 	idleTimeout       = 2 * time.Minute
 	ensureTimeout     = 2 * time.Minute
+	prepareTimeout    = 10 * time.Minute
 )
 
 // serve runs the custom handler until SIGTERM, then stops taking work and lets in-flight
@@ -63,6 +64,7 @@ func serve(ctx context.Context, _ []string, stderr io.Writer) int {
 	}
 	// Containers are made off the start-up path, so readiness does not wait on storage.
 	go deps.ensureContainers(ctx)
+	go deps.prepareAgent(ctx)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -90,6 +92,8 @@ type deps struct {
 	locks  *lock.Locks
 	sb     *azservicebus.Client
 	server *server.Server
+	// prepare uploads the rescue agent binary (pipeline.Pipeline.PrepareAgent).
+	prepare func(context.Context) error
 }
 
 func wire(cfg config.Config, log *slog.Logger) (*deps, error) {
@@ -186,6 +190,20 @@ func (d *deps) ensureContainers(ctx context.Context) {
 			case <-time.After(time.Second << min(attempt, 4)):
 			}
 		}
+	}
+}
+
+// prepareAgent uploads the rescue agent binary off the start-up path, so that the first incident
+// after a deployment does not wait for it. A failure is logged; the stage that needs the binary
+// uploads it then.
+func (d *deps) prepareAgent(ctx context.Context) {
+	if d.prepare == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, prepareTimeout)
+	defer cancel()
+	if err := d.prepare(ctx); err != nil && ctx.Err() == nil {
+		d.log.Warn("agent binary not prepared: the first agent run uploads it", "err", err)
 	}
 }
 

@@ -116,3 +116,34 @@ func TestPercentile(t *testing.T) {
 		t.Error("percentile of nothing is not 0")
 	}
 }
+
+// sink keeps the busy loop of TestProcCPU from being optimised away.
+var sink int
+
+func TestProcCPU(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	before, err := procCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Burn CPU until the figure grows by two ticks; on a busy machine that takes longer.
+	deadline := time.Now().Add(10 * time.Second)
+	after := before
+	for after-before < 20*time.Millisecond && time.Now().Before(deadline) {
+		for i := 0; i < 1e6; i++ {
+			sink += i
+		}
+		if after, err = procCPU(os.Getpid()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after-before < 20*time.Millisecond {
+		t.Errorf("CPU time grew by %v in 10s of work", after-before)
+	}
+	if _, err := procCPU(0); err == nil {
+		t.Error("procCPU(0) did not fail")
+	}
+}

@@ -191,13 +191,17 @@ type Report struct {
 	// OriginalsChanged lists original OS disks whose content changed: always a bug.
 	OriginalsChanged []string `json:"originalsChanged"`
 	Violations       []string `json:"violations"`
-	// Elapsed is the end-to-end time: from the alert's delivery to the end of the incident's
-	// last invocation.
+	// Elapsed is the end-to-end time: from the alert's delivery to the end of the invocation
+	// that ended the incident (its last one while the incident was still active). A message
+	// delivered after that, such as the scheduled harvest that a crash alert brought forward,
+	// is absorbed without work and nothing waits on it: it does not count.
 	Elapsed float64 `json:"elapsedSeconds"`
 	// CriticalPath is the scaled sum of the simulated Azure operations on the incident's critical
 	// path in that time (see criticalPath); CriticalPathRatio is Elapsed over it.
 	CriticalPath      float64 `json:"criticalPathSeconds"`
 	CriticalPathRatio float64 `json:"criticalPathRatio"`
+	// Overhead splits Elapsed minus CriticalPath.
+	Overhead Overhead `json:"overhead"`
 }
 
 // Stage is one stage's timing in the report.
@@ -269,24 +273,9 @@ func (e *Env) Report(ctx context.Context, incidentID string) (Report, error) {
 		r.Violations = append(r.Violations, fmt.Sprint(viol))
 	}
 
+	invs := e.Stack.Host.Invocations(0)
 	byFn := map[string]*Stage{}
-	var first, last time.Time
-	var alerts []localhost.Invocation
-	for _, inv := range e.Stack.Host.Invocations(0) {
-		alert := inv.Function == "HealthAlert" && strings.EqualFold(inv.Subject, r.VM)
-		if alert {
-			alerts = append(alerts, inv)
-		}
-		if inv.IncidentID != incidentID && !alert {
-			continue
-		}
-		end := inv.Start.Add(inv.Duration)
-		if first.IsZero() || inv.Start.Before(first) {
-			first = inv.Start
-		}
-		if end.After(last) {
-			last = end
-		}
+	for _, inv := range invs {
 		if inv.IncidentID != incidentID {
 			continue
 		}
@@ -303,13 +292,15 @@ func (e *Env) Report(ctx context.Context, incidentID string) (Report, error) {
 			r.Stages = append(r.Stages, *s)
 		}
 	}
-	if !first.IsZero() {
-		r.Elapsed = last.Sub(first).Seconds()
-		cp := criticalPath(e.Stack.Sim.CallLog(), st.Operations(), alerts, r.VM, e.reproWait, first, last)
-		r.CriticalPath = cp.Seconds()
-		if cp > 0 {
+	if w := windowOf(invs, recs, incidentID, r.VM); len(w.timed) > 0 {
+		r.Elapsed = w.last.Sub(w.first).Seconds()
+		calls, ops := e.Stack.Sim.CallLog(), st.Operations()
+		path := pathSpans(calls, ops, w.alerts, incidentID, r.VM, e.reproWait, w.first, w.last)
+		r.CriticalPath = total(path).Seconds()
+		if r.CriticalPath > 0 {
 			r.CriticalPathRatio = r.Elapsed / r.CriticalPath
 		}
+		r.Overhead = overhead(path, w.timed, ops, calls, incidentID, w.first, w.last)
 	}
 	return r, nil
 }
@@ -367,6 +358,9 @@ func (r Report) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "end to end    %.2fs\n", r.Elapsed)
 	fmt.Fprintf(w, "critical path %.2fs of simulated Azure time (end to end is %.2f×)\n", r.CriticalPath, r.CriticalPathRatio)
+	o := r.Overhead
+	fmt.Fprintf(w, "the rest      %.2fs between invocations, %.2fs noticing finished operations, %.2fs in invocations\n",
+		o.HandOffSeconds, o.NoticeSeconds, o.InStageSeconds)
 }
 
 func listOrNone(l []string) string {

@@ -67,31 +67,12 @@ func (p *Pipeline) agentBinary() (agentFile, error) {
 }
 
 // agentURL uploads the agent binary to the tools container under its SHA-256 the first time it is
-// needed, and returns a short-lived read SAS URL for it and the hash the bootstrap checks.
+// needed (ensureAgentBlob), and returns a short-lived read SAS URL for it and the hash the
+// bootstrap checks.
 func (p *Pipeline) agentURL(ctx context.Context) (string, string, error) {
-	a, err := p.agentBinary()
+	a, name, err := p.ensureAgentBlob(ctx)
 	if err != nil {
 		return "", "", err
-	}
-	if err := p.ensureContainers(ctx); err != nil {
-		return "", "", err
-	}
-	name := AgentBlobName(a.sha256)
-	ok, size, err := p.Blobs.Exists(ctx, p.Config.ToolsContainer, name)
-	if err != nil {
-		return "", "", err
-	}
-	if !ok || size != a.size {
-		f, err := os.Open(a.path)
-		if err != nil {
-			return "", "", fmt.Errorf("agent binary: %w", err)
-		}
-		err = p.Blobs.PutFile(ctx, p.Config.ToolsContainer, name, f, a.size, agentUploadTimeout)
-		f.Close()
-		if err != nil {
-			return "", "", err
-		}
-		p.log().Info("agent binary uploaded", "blob", name, "bytes", a.size)
 	}
 	u, err := p.Signer.BlobURL(ctx, p.Config.ToolsContainer, name, sas.BlobPermissions{Read: true}, agentSASLifetime)
 	if err != nil {

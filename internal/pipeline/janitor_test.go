@@ -189,3 +189,38 @@ func TestSnapshotCopyWait(t *testing.T) {
 		t.Errorf("%d rescue-attach messages", len(next))
 	}
 }
+
+// TestSnapshotCopyNoticedAtItsEnd: the Snapshot stage reads the copy's progress and, when it
+// will end before the next poll, reads again just after the end instead of a whole poll
+// interval later.
+func TestSnapshotCopyNoticedAtItsEnd(t *testing.T) {
+	t.Parallel()
+	const copyTime, poll = time.Second, 400 * time.Millisecond
+	e := newEnv(t, envOptions{timeScale: 1, latency: azsim.LatencyTable{azsim.LatencySnapshotCopy: copyTime}})
+	id, d := e.reach(scenario{stage: incident.StageSnapshot, vm: "app-web-01"})
+	e.sim.ResetCalls()
+	p := e.newPipeline(nil)
+	p.Poll = poll
+	if err := e.run(p, context.Background(), d, 1); err != nil {
+		t.Fatal(err)
+	}
+	var copied time.Time
+	for _, op := range e.sim.State().Operations() {
+		if op.Name == azsim.LatencySnapshotCopy && strings.HasSuffix(op.Resource, strings.ToLower(incident.BackupSnapshotName(id))) {
+			copied = op.End
+		}
+	}
+	var last time.Time
+	for _, c := range e.sim.CallLog() {
+		if c.Op == "Snapshots.Get" {
+			last = c.Time
+		}
+	}
+	if copied.IsZero() || last.Before(copied) {
+		t.Fatalf("copy ended %v, last read %v", copied, last)
+	}
+	// Reading every poll interval alone would see the end 200ms late at best.
+	if late := last.Sub(copied); late > 150*time.Millisecond {
+		t.Errorf("the end of the copy was seen %v late", late)
+	}
+}

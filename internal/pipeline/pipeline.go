@@ -46,6 +46,7 @@ import (
 	"github.com/vmrescue/vmrescue/internal/snapshots"
 	"github.com/vmrescue/vmrescue/internal/support"
 	"github.com/vmrescue/vmrescue/internal/vms"
+	"golang.org/x/sync/singleflight"
 )
 
 // Bounds of the work of one stage. A stage must end well within the Functions host's
@@ -152,9 +153,10 @@ type Pipeline struct {
 	Now  func() time.Time
 	Log  *slog.Logger
 
-	agentOnce sync.Once
-	agent     agentFile
-	agentErr  error
+	agentOnce   sync.Once
+	agent       agentFile
+	agentErr    error
+	agentUpload singleflight.Group
 
 	containersMu    sync.Mutex
 	containersReady bool

@@ -134,6 +134,8 @@ func (r *run) ensureSnapshot(ctx context.Context, name, sourceDiskID, location, 
 // after that the stage runs again later.
 func (p *Pipeline) awaitSnapshot(ctx context.Context, r *run, name string) error {
 	deadline := time.Now().Add(snapshotBudget)
+	var prev copyProgress
+	shortened := false
 	for {
 		snap, ok, err := p.getSnapshot(ctx, r.vm.SubscriptionID, r.vm.ResourceGroup, name)
 		if err != nil {
@@ -145,13 +147,40 @@ func (p *Pipeline) awaitSnapshot(ctx context.Context, r *run, name string) error
 		if snap.Complete() {
 			return nil
 		}
-		if time.Now().Add(p.poll()).After(deadline) {
+		cur := copyProgress{percent: snap.CompletionPercent, at: time.Now()}
+		var pause time.Duration
+		pause, shortened = copyPause(prev, cur, p.poll(), shortened)
+		prev = cur
+		if time.Now().Add(pause).After(deadline) {
 			return wait(capacityWait, "snapshot %s is %.1f%% copied", name, snap.CompletionPercent)
 		}
-		if err := sleep(ctx, p.poll()); err != nil {
+		if err := sleep(ctx, pause); err != nil {
 			return err
 		}
 	}
+}
+
+// copyProgress is one reading of a snapshot's background copy.
+type copyProgress struct {
+	percent float32
+	at      time.Time
+}
+
+// copyPause is how long to wait before reading a snapshot's copy again: the poll interval, or,
+// when the rate between the last two readings says that the copy ends sooner, until then and a
+// twentieth of the interval more, so that the read lands after the end rather than just before
+// it. A shortened pause is never followed by another one: a copy that slows down near its end
+// costs at most one read more per poll interval. It reports whether it shortened the pause.
+func copyPause(prev, cur copyProgress, poll time.Duration, shortened bool) (time.Duration, bool) {
+	if shortened || prev.at.IsZero() || cur.percent <= prev.percent || !cur.at.After(prev.at) {
+		return poll, false
+	}
+	perNS := float64(cur.percent-prev.percent) / float64(cur.at.Sub(prev.at))
+	left := time.Duration(float64(100-cur.percent)/perNS) + poll/20
+	if left >= poll {
+		return poll, false
+	}
+	return left, true
 }
 
 // maxTagValue is Azure's limit on a tag value.
