@@ -29,19 +29,31 @@ func (p *Pipeline) offlinePatch(ctx context.Context, r *run) error {
 	if _, ok := r.resume(checkpointPatched); ok {
 		return r.complete(ctx, incident.StageReattachReboot, time.Time{}, 0)
 	}
-	res, err := p.runAgent(ctx, r, a.RescueVMID, "inspect", agent.Request{
-		Command: agent.CommandInspect, IncidentID: r.msg.IncidentID, LUN: lun, MemoryGB: a.MemoryGB,
-	})
-	if err != nil {
-		return err
-	}
-	if err := verdict(res); err != nil {
-		return err
-	}
-	if res.HasMemoryDump() {
-		if err := r.note(ctx, "MEMORY.DMP is already on the disk: harvesting it now and skipping ahead to the support ticket"); err != nil {
+	// What the inspection found is a checkpoint: a retry (the rescue VM's agent slot was taken
+	// for the next run) goes on from it instead of inspecting again, a Run Command and its
+	// deletion spent.
+	_, dumpFound := r.resume(checkpointDumpFound)
+	_, inspected := r.resume(checkpointInspected)
+	if !dumpFound && !inspected {
+		res, err := p.runAgent(ctx, r, a.RescueVMID, "inspect", agent.Request{
+			Command: agent.CommandInspect, IncidentID: r.msg.IncidentID, LUN: lun, MemoryGB: a.MemoryGB,
+		})
+		if err != nil {
 			return err
 		}
+		if err := verdict(res); err != nil {
+			return err
+		}
+		dumpFound = res.HasMemoryDump()
+		name, why := checkpointInspected, "inspected: no memory dump on the disk, patching it"
+		if dumpFound {
+			name, why = checkpointDumpFound, "MEMORY.DMP is already on the disk: harvesting it now and skipping ahead to the support ticket"
+		}
+		if err := r.checkpoint(ctx, name, detail{Reason: why}); err != nil {
+			return err
+		}
+	}
+	if dumpFound {
 		if err := p.harvestFrom(ctx, r, a.RescueVMID, lun); err != nil {
 			return err
 		}
@@ -51,7 +63,7 @@ func (p *Pipeline) offlinePatch(ctx context.Context, r *run) error {
 		}
 		return p.afterFirstLookHarvest(ctx, r)
 	}
-	res, err = p.runAgent(ctx, r, a.RescueVMID, "patch", agent.Request{
+	res, err := p.runAgent(ctx, r, a.RescueVMID, "patch", agent.Request{
 		Command: agent.CommandPatch, IncidentID: r.msg.IncidentID, LUN: lun, MemoryGB: a.MemoryGB,
 	})
 	if err != nil {
@@ -80,6 +92,8 @@ const (
 	checkpointHarvested = "harvested"
 	checkpointPatched   = "patched"
 	checkpointObserved  = "observed"
+	checkpointInspected = "inspected"
+	checkpointDumpFound = "dump-found"
 )
 
 // afterFirstLookHarvest drops the rescue disk, whose dump is now in the dumps container, and goes
