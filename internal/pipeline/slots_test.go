@@ -106,8 +106,8 @@ func TestAgentSlotTakenWaits(t *testing.T) {
 			t.Fatalf("offline-patch after the slot was freed: %v", got.err)
 		}
 	}
-	if runs := writes(e.sim, "VirtualMachineRunCommands.BeginCreateOrUpdate"); len(runs) != 2 {
-		t.Errorf("%d agent runs after the slot was freed, want 2 (inspect, patch)", len(runs))
+	if runs := writes(e.sim, "VirtualMachineRunCommands.BeginCreateOrUpdate"); len(runs) != 1 {
+		t.Errorf("%d agent runs after the slot was freed, want 1 (patch)", len(runs))
 	}
 	if h, _ := e.locks.SlotHolder(ctx, lock.SlotAgent, rescue); !h.Free() {
 		t.Errorf("agent slot held by %s after the results were read", h.IncidentID)
@@ -153,8 +153,8 @@ func TestAgentSlotStale(t *testing.T) {
 			if err := e.run(p, ctx, d, 1); err != nil {
 				t.Fatalf("offline-patch: %v", err)
 			}
-			if runs := writes(e.sim, "VirtualMachineRunCommands.BeginCreateOrUpdate"); len(runs) != 2 {
-				t.Errorf("%d agent runs, want 2", len(runs))
+			if runs := writes(e.sim, "VirtualMachineRunCommands.BeginCreateOrUpdate"); len(runs) != 1 {
+				t.Errorf("%d agent runs, want 1", len(runs))
 			}
 			found := false
 			for _, r := range e.records(id) {
@@ -189,7 +189,7 @@ func TestAgentSlotSurvivesCrash(t *testing.T) {
 		t.Fatalf("incidents on %s and %s", rescue, od.msg.Artifacts.RescueVMID)
 	}
 
-	ft := &faultTransport{crashAfter: 1} // dies once the first write (the inspect run) is applied
+	ft := &faultTransport{crashAfter: 1} // dies once the first write (the agent's run) is applied
 	crashed := e.newPipeline(ft.wrap)
 	cctx, cancel := context.WithCancel(ctx)
 	ft.cancel = cancel
@@ -216,14 +216,8 @@ func TestAgentSlotSurvivesCrash(t *testing.T) {
 	if err := e.run(p, ctx, d, 2); err != nil {
 		t.Fatalf("redelivery: %v", err)
 	}
-	inspects := 0
-	for _, c := range writes(e.sim, "VirtualMachineRunCommands.BeginCreateOrUpdate") {
-		if strings.HasSuffix(c.Path, "-inspect") {
-			inspects++
-		}
-	}
-	if inspects != 0 {
-		t.Errorf("the redelivery ran inspect %d more times, want its result read", inspects)
+	if runs := writes(e.sim, "VirtualMachineRunCommands.BeginCreateOrUpdate"); len(runs) != 0 {
+		t.Errorf("the redelivery ran the agent %d more times, want its result read", len(runs))
 	}
 	if h, _ := e.locks.SlotHolder(ctx, lock.SlotAgent, rescue); !h.Free() {
 		t.Errorf("agent slot held by %s after the redelivery completed", h.IncidentID)
@@ -338,21 +332,21 @@ func (h *hookTransport) Do(req *http.Request) (*http.Response, error) {
 	return h.next.Do(req)
 }
 
-// TestInspectionIsACheckpoint: when the rescue VM's agent slot is taken between the inspection
-// and the patch, the stage waits, and its retry patches without inspecting again (a Run Command
-// and its deletion are writes from the budget).
-func TestInspectionIsACheckpoint(t *testing.T) {
+// TestDumpFoundIsACheckpoint: when the rescue VM's agent slot is taken between the run that
+// finds MEMORY.DMP on the disk and the harvest, the stage waits, and its retry harvests without
+// running the first again (a Run Command and its deletion are writes from the budget).
+func TestDumpFoundIsACheckpoint(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
 	ctx := context.Background()
 	other := e.activeIncident("app-api-01")
-	_, d := e.reach(scenario{stage: incident.StageOfflinePatch, vm: "app-web-01"})
+	_, d := e.reach(scenario{stage: incident.StageOfflinePatch, vm: "app-batch-01"}) // a dump on its disk
 	rescue := d.msg.Artifacts.RescueVMID
 	var once sync.Once
 	p := e.newPipeline(func(next policy.Transporter) policy.Transporter {
 		return &hookTransport{next: next, hook: func(req *http.Request) {
-			// Once the inspection's Run Command is deleted, another incident takes the slot.
-			if req.Method == http.MethodDelete && strings.HasSuffix(req.URL.Path, "-inspect") {
+			// Once the first run's Run Command is deleted, another incident takes the slot.
+			if req.Method == http.MethodDelete && strings.HasSuffix(req.URL.Path, "-patch") {
 				once.Do(func() {
 					if ok, _, err := e.locks.ReserveSlot(ctx, lock.SlotAgent, rescue, other); err != nil || !ok {
 						t.Errorf("reserve for the other incident: %v %v", ok, err)
@@ -379,11 +373,11 @@ func TestInspectionIsACheckpoint(t *testing.T) {
 	for _, c := range writes(e.sim, "VirtualMachineRunCommands.BeginCreateOrUpdate") {
 		runs[c.Path[strings.LastIndex(c.Path, "-")+1:]]++
 	}
-	if runs["inspect"] != 1 || runs["patch"] != 1 {
-		t.Errorf("agent runs %v, want one inspect and one patch", runs)
+	if runs["patch"] != 1 || runs["harvest"] != 1 || len(runs) != 2 {
+		t.Errorf("agent runs %v, want one patch (finding the dump) and one harvest", runs)
 	}
-	if sent := e.bus.sentTo(incident.StageReattachReboot); len(sent) != 1 {
-		t.Errorf("%d reattach-reboot messages after the retry, want 1", len(sent))
+	if sent := e.bus.sentTo(incident.StageSupportTicket); len(sent) != 1 {
+		t.Errorf("%d support-ticket messages after the retry, want 1", len(sent))
 	}
 }
 
