@@ -153,7 +153,7 @@ func (p *Pipeline) runAgent(ctx context.Context, r *run, rescueVMID, step string
 		}
 	}
 
-	ok, holder, err := p.reserveSlot(ctx, r, lock.SlotAgent, rescue.String(), agentSlotHold)
+	ok, holder, err := p.reserveSlot(ctx, r, lock.SlotAgent, rescue.String(), agentSlotHold, nil)
 	if err != nil {
 		return agent.Result{}, fmt.Errorf("agent slot of %s: %w", rescue.Name, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,6 +37,10 @@ const (
 	// updateSlotHold: an update slot held longer than this is stale: an attach, a detach or the
 	// submission of a Run Command ends well within it.
 	updateSlotHold = 5 * time.Minute
+	// updateSlotGrace: an update slot taken longer ago than this while the rescue VM shows no
+	// operation in progress (it is not Updating) is stale: its holder died after taking it, or
+	// its retry found the work done and never came back to give it back.
+	updateSlotGrace = 10 * time.Second
 	// updateSlotWait bounds the wait for a taken update slot within one invocation, reading it
 	// every poll; after that the stage runs again later.
 	updateSlotWait = time.Minute
@@ -44,14 +49,25 @@ const (
 	slotReleaseTimeout = 30 * time.Second
 )
 
+// provisioningUpdating is a VM's provisioning state while an operation on it is in progress.
+const provisioningUpdating = "Updating"
+
 // reserveSlot takes a slot of a rescue VM for the run's incident, or takes it over from a stale
-// holder (hold is the slot's longest use). It reports the holder when another incident has it.
-func (p *Pipeline) reserveSlot(ctx context.Context, r *run, s lock.Slot, rescueVMID string, hold time.Duration) (bool, lock.Holder, error) {
+// holder (hold is the slot's longest use; idle, when set, tells whether the rescue VM shows none
+// of the holder's work, asked once the holder has had the slot for updateSlotGrace). It reports
+// the holder when another incident has it.
+func (p *Pipeline) reserveSlot(ctx context.Context, r *run, s lock.Slot, rescueVMID string, hold time.Duration, idle func(context.Context) (bool, error)) (bool, lock.Holder, error) {
 	ok, h, err := p.Locks.ReserveSlot(ctx, s, rescueVMID, r.msg.IncidentID)
 	if err != nil || ok {
 		return ok, h, err
 	}
 	why, stale := p.staleHolder(ctx, h, hold)
+	if !stale && idle != nil && p.now().Sub(h.Since) > updateSlotGrace {
+		if stale, err = idle(ctx); err != nil {
+			return false, h, err
+		}
+		why = fmt.Sprintf("held for %s and the rescue VM shows no operation in progress", p.now().Sub(h.Since).Round(time.Second))
+	}
 	if !stale {
 		return false, h, nil
 	}
@@ -100,7 +116,13 @@ func (r *run) updateSlot(ctx context.Context, rescue resourceid.ID, what string)
 	}
 	deadline := time.Now().Add(updateSlotWait)
 	for {
-		ok, h, err := r.p.reserveSlot(ctx, r, lock.SlotUpdate, rescue.String(), updateSlotHold)
+		ok, h, err := r.p.reserveSlot(ctx, r, lock.SlotUpdate, rescue.String(), updateSlotHold, func(ctx context.Context) (bool, error) {
+			vm, err := r.p.getVM(ctx, rescue, false)
+			if err != nil {
+				return false, fmt.Errorf("read rescue VM %s: %w", rescue.Name, err)
+			}
+			return !strings.EqualFold(vm.Provisioning, provisioningUpdating), nil
+		})
 		if err != nil {
 			return nil, fmt.Errorf("update slot of %s: %w", rescue.Name, err)
 		}

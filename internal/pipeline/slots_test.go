@@ -414,3 +414,35 @@ func TestBootDiagnosticsOncePerStage(t *testing.T) {
 		t.Errorf("boot diagnostics retrieved %d times over 3 attempts, want once", n)
 	}
 }
+
+// TestUpdateSlotStaleWhenIdle: an update slot taken a while ago while the rescue VM shows no
+// operation in progress was left behind (its holder died, or its retry found the work done) and is
+// taken over, so that the rescue VM's attaches and detaches do not wait for it.
+func TestUpdateSlotStaleWhenIdle(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	ctx := context.Background()
+	other := e.activeIncident("app-api-01")
+	id, d := e.reach(scenario{stage: incident.StageRescueAttach, vm: "app-web-01"})
+	rescue := e.fleet.VMID(e.fleet.RescueVMs[0].Name)
+	if ok, _, err := e.locks.ReserveSlot(ctx, lock.SlotUpdate, rescue, other); err != nil || !ok {
+		t.Fatalf("reserve: %v %v", ok, err)
+	}
+	p := e.newPipeline(nil)
+	p.Now = func() time.Time { return time.Now().Add(time.Minute) } // past the grace, within the hold
+	if err := e.run(p, ctx, d, 1); err != nil {
+		t.Fatalf("rescue-attach: %v", err)
+	}
+	if n := len(e.bus.sentTo(incident.StageOfflinePatch)); n != 1 {
+		t.Fatalf("%d offline-patch messages, want the stage completed", n)
+	}
+	found := false
+	for _, r := range e.records(id) {
+		if s, _ := recordDetail(r)["reason"].(string); strings.Contains(s, "taken over from incident "+other) && strings.Contains(s, "no operation in progress") {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("no record of the take-over")
+	}
+}
