@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -77,6 +78,22 @@ func minOps(path map[string]string, op string) int {
 		}
 	}
 	return n
+}
+
+// runCommandUse sums, over the rescue VMs, the time their agent runs took and the pauses between
+// one run's end and the next one's start.
+func runCommandUse(perVM map[string][]azsim.Operation) (busy, gaps time.Duration, pauses int) {
+	for _, ops := range perVM {
+		slices.SortFunc(ops, func(a, b azsim.Operation) int { return a.Start.Compare(b.Start) })
+		for i, op := range ops {
+			busy += op.End.Sub(op.Start)
+			if i > 0 && op.Start.After(ops[i-1].End) {
+				gaps += op.Start.Sub(ops[i-1].End)
+				pauses++
+			}
+		}
+	}
+	return busy, gaps, pauses
 }
 
 // capacityLimits are what the lower bound is computed from: the scenario's limits and the least
@@ -201,12 +218,15 @@ func Capacity(ctx context.Context, o Options, co CapacityOptions) (Result, error
 	}
 	var runs int
 	var span time.Duration
+	perVM := map[string][]azsim.Operation{}
 	for _, op := range env.Stack.Sim.State().Operations() {
 		if op.Name == runCommandOp && rescue[op.Resource] {
 			runs++
 			span += op.End.Sub(op.Start)
+			perVM[op.Resource] = append(perVM[op.Resource], op)
 		}
 	}
+	busy, gaps, gapN := runCommandUse(perVM)
 	scale := o.scale()
 	limits := capacityLimits{Incidents: co.VMs, RescueVMs: co.RescueVMs, Slots: slots, WritesPerHour: co.WritesPerHour,
 		Window: budget.Window, Latency: azsim.DefaultLatency()}
@@ -230,6 +250,10 @@ func Capacity(ctx context.Context, o Options, co CapacityOptions) (Result, error
 	res.figure("agent runs needed", float64(b.MinRuns), "")
 	res.figure("agent runs made", float64(runCmds), "")
 	res.figure("mean agent run (scaled)", sec(limits.RunSpan), "s")
+	res.figure("rescue VM busy with an agent run (share of total time)", busy.Seconds()/float64(co.RescueVMs)/total, "")
+	if gapN > 0 {
+		res.figure("mean pause between a rescue VM's agent runs", gaps.Seconds()/float64(gapN), "s")
+	}
 	res.figure("write-budget bound", sec(b.Write), "s")
 	res.figure("Run Command bound", sec(b.RunCmd), "s")
 	res.figure("LUN-slot bound", sec(b.Slot), "s")
@@ -247,6 +271,7 @@ func Capacity(ctx context.Context, o Options, co CapacityOptions) (Result, error
 		"Lower bound, from what the incidents need rather than what the run did. Write budget: B=%d writes per %s window (%.2fs at time scale %g) let the k-th write through no earlier than floor((k-1)/B) windows after the first. "+
 			"The incidents need K=%d writes: the write rows of pipeline.Operations (the table the stage tests hold each stage to) on each incident's path, and its POST reads (the ticket name check), %d patched incidents x %d and %d with a dump already on disk x %d. "+
 			"So the last write cannot go before %.0f windows = %.2fs. Writes ARM refused (409 and the like) are taken from the budget too but are waste, not need: they lengthen the run, not the bound. "+
+			"The bound is reachable only in part: the budget frees each write one window after it was spent, so the last window's writes go out at the pace the first window's went, and after the last budget-bound write the incidents still in flight finish their chains; both weigh more the fewer windows the run has. "+
 			"Run Commands: a VM runs one at a time, so the %d agent runs the incidents need (%d per patched incident, %d per other), at the %.2fs mean span the simulator ran them with, shared evenly by %d rescue VMs, take %.2fs; "+
 			"none starts before the first disk is attached (deallocate, snapshot, disk copy, attach: %.2fs) and a ticket (%.2fs) follows the last: %.2fs. "+
 			"LUN slots: each attached disk holds one of %d slots from its attach through its agent runs to its detach (%.2fs per incident): %.2fs. The bound is the largest of the three. "+

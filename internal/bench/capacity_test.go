@@ -72,3 +72,17 @@ func TestCapacityBound(t *testing.T) {
 		t.Errorf("unlimited writes: write bound %v, bound %v, want the Run Command bound %v", b.Write, b.Best, b.RunCmd)
 	}
 }
+
+// TestRunCommandUse: busy time and the pauses between consecutive runs of each rescue VM.
+func TestRunCommandUse(t *testing.T) {
+	t.Parallel()
+	at := func(s int) time.Time { return time.Unix(int64(s), 0) }
+	perVM := map[string][]azsim.Operation{
+		"a": {{Start: at(10), End: at(15)}, {Start: at(0), End: at(5)}, {Start: at(15), End: at(20)}},
+		"b": {{Start: at(0), End: at(8)}},
+	}
+	busy, gaps, n := runCommandUse(perVM)
+	if busy != 23*time.Second || gaps != 5*time.Second || n != 1 {
+		t.Errorf("busy %v, gaps %v over %d pauses; want 23s, 5s over 1", busy, gaps, n)
+	}
+}

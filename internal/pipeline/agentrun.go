@@ -272,9 +272,9 @@ func (p *Pipeline) submitAgent(ctx context.Context, r *run, rescue resourceid.ID
 		*keepSlot = false // refused: nothing runs
 	}
 	if armerr.IsConflict(err) {
-		// A VM runs one Run Command at a time: another incident's agent holds the rescue VM.
-		// That is rescue capacity, waited for without bound as a free LUN is; counted against
-		// the scheduled retries, incidents sharing a rescue VM would fail one another.
+		// A VM runs one Run Command at a time: one the read above could not see (started since,
+		// or by someone outside vmrescue) holds the rescue VM. That is rescue capacity, waited
+		// for without bound as a free LUN is, keeping the agent slot: this incident runs next.
 		delay := armerr.ConflictDelay
 		if d, ok := fault.Delay(armerr.Classify(err)); ok {
 			delay = d // ARM's Retry-After
