@@ -176,6 +176,39 @@ func TestInspectFindsDumps(t *testing.T) {
 	}
 }
 
+// TestPatchUnlessDump: patch with UnlessDump does inspect's work first; a disk that already holds
+// MEMORY.DMP is reported and left exactly as it was, and a disk without one is patched.
+func TestPatchUnlessDump(t *testing.T) {
+	t.Parallel()
+	for _, withDump := range []bool{true, false} {
+		t.Run(fmt.Sprint("dump ", withDump), func(t *testing.T) {
+			t.Parallel()
+			r, d := gen1Rig(t, wintest.WindowsDiskSpec{})
+			if withDump {
+				writeDump(t, d.WindowsPartition(), `Windows\MEMORY.DMP`, 0xEF, 64<<20, clock.Add(-time.Hour))
+			}
+			hive, bcd := diskFiles(d)
+			q := req(agent.CommandPatch)
+			q.UnlessDump = true
+			res := r.run(t, q)
+			if !res.OK {
+				t.Fatalf("patch: %s", res.Error)
+			}
+			h2, b2 := diskFiles(d)
+			switch {
+			case withDump && (!res.HasMemoryDump() || res.Patch != nil):
+				t.Errorf("dump found: want it reported and no patch, got dumps %+v patch %+v", res.Dumps, res.Patch)
+			case withDump && (h2 != hive || b2 != bcd):
+				t.Error("a disk with a dump was changed")
+			case !withDump && (res.HasMemoryDump() || res.Patch == nil || !res.Patch.Verified):
+				t.Errorf("no dump: want the disk patched, got %+v", res.Patch)
+			case !withDump && (h2 == hive || b2 == bcd):
+				t.Error("the hive or the BCD store is unchanged after the patch")
+			}
+		})
+	}
+}
+
 func TestPatchThenInspect(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

@@ -485,6 +485,7 @@ func TestRequestValidate(t *testing.T) {
 		{Command: CommandPatch, LUN: 1, MemoryGB: 1, DataVolumes: []DataVolume{{"EE:", 1}}},
 		{Command: CommandPatch, LUN: 1, MemoryGB: 1, DataVolumes: []DataVolume{{"E:", 1}, {"e:", 2}}},
 		{Command: CommandHarvest, LUN: 1},
+		{Command: CommandInspect, LUN: 1, MemoryGB: 1, UnlessDump: true},
 	}
 	for _, r := range bad {
 		if err := r.Validate(); err == nil {

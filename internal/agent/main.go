@@ -74,7 +74,7 @@ func printResult(w io.Writer, res Result) {
 
 const usage = `usage:
   handler agent inspect --lun N --memory-gb G [--disk-size-gb S] [--margin-gb M] [--data-volume E:=BYTES]...
-  handler agent patch   --lun N --memory-gb G [--dump-type auto|complete|kernel] [--data-volume E:=BYTES]... [--incident ID]
+  handler agent patch   --lun N --memory-gb G [--dump-type auto|complete|kernel] [--unless-dump] [--data-volume E:=BYTES]... [--incident ID]
   handler agent harvest --lun N --incident ID [--sas-url URL | $VMRESCUE_SAS_URL] [--concurrency C] [--block-size-mib B]
   handler agent restore --lun N
   handler agent --request-env      (the request as JSON in $VMRESCUE_AGENT_REQUEST; the bootstrap uses this)
@@ -116,6 +116,7 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Req
 	fs.Float64Var(&req.MemoryGB, "memory-gb", 0, "the VM's memory (GiB)")
 	fs.Float64Var(&req.MarginGB, "margin-gb", 0, "free space kept beyond the memory size (GiB)")
 	fs.StringVar(&req.DumpType, "dump-type", "", "auto, complete or kernel")
+	fs.BoolVar(&req.UnlessDump, "unless-dump", false, "patch: change nothing when the disk already holds a memory dump")
 	fs.StringVar(&req.IncidentID, "incident", "", "incident id")
 	fs.StringVar(&req.SASURL, "sas-url", "", "harvest: blob prefix URL with SAS (or $"+SASURLEnv+")")
 	fs.IntVar(&req.Concurrency, "concurrency", 0, "harvest: parallel block uploads")

@@ -19,6 +19,10 @@ func (a *Agent) patch(ctx context.Context, s *session, req Request, res *Result)
 	if err != nil {
 		return err
 	}
+	if req.UnlessDump && res.HasMemoryDump() {
+		a.log().Info("memory dump found: the disk is left as it is", "dump", res.Dumps.MemoryDump.Path)
+		return nil
+	}
 	mem, margin := memoryBytes(req)
 	plan := PlanDump(SpaceInput{MemoryBytes: mem, MarginBytes: margin, OSFreeBytes: st.osFree, Data: req.DataVolumes, Override: req.DumpType})
 	p := &PatchResult{

@@ -30,6 +30,11 @@ type Request struct {
 	MarginGB float64 `json:"marginGB,omitempty"`
 	// DumpType overrides patch's choice: auto (default), complete or kernel.
 	DumpType string `json:"dumpType,omitempty"`
+	// UnlessDump makes patch look first, as inspect does, and change nothing when the disk
+	// already holds a memory dump (the result reports it in Dumps, with no Patch): one run does
+	// what inspect then patch would, so a rescue VM, which runs one Run Command at a time, serves
+	// more incidents.
+	UnlessDump bool `json:"unlessDump,omitempty"`
 	// DataVolumes are the VM's own data volumes (its letters) with their free space, as far as
 	// the caller knows it; patch may point DumpFile at one when the OS volume is too small.
 	DataVolumes []DataVolume `json:"dataVolumes,omitempty"`
@@ -90,6 +95,9 @@ func (r Request) Validate() error {
 	}
 	if r.MarginGB < 0 || r.MarginGB > maxMemoryGB {
 		errs = append(errs, fmt.Errorf("margin %g GB is out of range", r.MarginGB))
+	}
+	if r.UnlessDump && r.Command != CommandPatch {
+		errs = append(errs, fmt.Errorf("unlessDump is a patch option, not %s's", r.Command))
 	}
 	switch r.DumpType {
 	case "", DumpTypeAuto, DumpComplete, DumpKernel:

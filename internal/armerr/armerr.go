@@ -27,6 +27,10 @@ import (
 // the resource, when ARM names no Retry-After.
 const ConflictDelay = 15 * time.Second
 
+// ThrottleDelay is the wait before retrying a throttled request (429) when ARM names no
+// Retry-After.
+const ThrottleDelay = 30 * time.Second
+
 // maxRetryAfter bounds a Retry-After read from a response, against a malformed or hostile value.
 const maxRetryAfter = time.Hour
 
@@ -109,6 +113,20 @@ func Status(err error) int {
 // IsNotFound reports a 404: the resource does not exist (or no longer does).
 func IsNotFound(err error) bool { return Status(err) == http.StatusNotFound }
 
+// throttleCodes are the codes of ARM's request throttling.
+var throttleCodes = map[string]bool{
+	"TooManyRequests":                     true,
+	"SubscriptionRequestsThrottled":       true,
+	"ResourceRequestsThrottled":           true,
+	"TenantRequestsThrottled":             true,
+	"ResourceCollectionRequestsThrottled": true,
+}
+
+// IsThrottled reports a request ARM throttled: a 429, or one of its throttling codes.
+func IsThrottled(err error) bool {
+	return Status(err) == http.StatusTooManyRequests || throttleCodes[Code(err)]
+}
+
 // IsConflict reports a refusal because another operation holds the resource: read again, then
 // retry.
 func IsConflict(err error) bool {
@@ -158,7 +176,8 @@ func inProgress(re *azcore.ResponseError) bool {
 }
 
 // Classify returns err marked for the server: fault.Terminal when terminal, fault.RetryAfter when
-// transient with a wait (Retry-After, or ConflictDelay for a conflict), err as is otherwise.
+// transient with a wait (Retry-After, or ConflictDelay for a conflict and ThrottleDelay for
+// throttling without one), err as is otherwise.
 // Errors already marked are returned unchanged.
 func Classify(err error) error {
 	if err == nil || fault.IsTerminal(err) {
@@ -175,6 +194,9 @@ func Classify(err error) error {
 	}
 	if IsConflict(err) || (Code(err) == "OperationNotAllowed" && Status(err) == http.StatusConflict) {
 		return fault.RetryAfter(err, ConflictDelay)
+	}
+	if IsThrottled(err) {
+		return fault.RetryAfter(err, ThrottleDelay)
 	}
 	return err
 }

@@ -45,7 +45,8 @@ func TestClassify(t *testing.T) {
 		{"throttled with retry-after seconds", 429, "SubscriptionRequestsThrottled", "Number of 'write' requests exceeded", map[string]string{"Retry-After": "17"}, false, 17 * time.Second},
 		{"throttled with retry-after-ms", 429, "TooManyRequests", "throttled", map[string]string{"Retry-After-Ms": "250"}, false, 250 * time.Millisecond},
 		{"throttled write OperationNotAllowed 429", 429, "OperationNotAllowed", "too many requests", map[string]string{"Retry-After": "3"}, false, 3 * time.Second},
-		{"throttled without header", 429, "TooManyRequests", "throttled", nil, false, 0},
+		{"throttled without header", 429, "TooManyRequests", "throttled", nil, false, armerr.ThrottleDelay},
+		{"throttled read without header", 429, "SubscriptionRequestsThrottled", "Number of 'read' requests exceeded", nil, false, armerr.ThrottleDelay},
 		{"conflict", 409, "Conflict", "The request failed due to conflict with a concurrent request.", nil, false, armerr.ConflictDelay},
 		{"conflict with retry-after", 409, "Conflict", "conflict", map[string]string{"Retry-After": "5"}, false, 5 * time.Second},
 		{"another operation in progress", 409, "AnotherOperationInProgress", "Another operation on this or dependent resource is in progress.", nil, false, armerr.ConflictDelay},
@@ -95,6 +96,31 @@ func TestClassify(t *testing.T) {
 				t.Errorf("Code/Status = %q/%d, want %q/%d", armerr.Code(got), armerr.Status(got), tc.code, tc.status)
 			}
 		})
+	}
+}
+
+func TestIsThrottled(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		status int
+		code   string
+		want   bool
+	}{
+		{429, "SubscriptionRequestsThrottled", true},
+		{429, "OperationNotAllowed", true},
+		{429, "", true},
+		{400, "ResourceRequestsThrottled", true}, // the code alone says so
+		{409, "Conflict", false},
+		{503, "ServiceUnavailable", false},
+	}
+	for _, tc := range cases {
+		err := fmt.Errorf("stage: %w", armError(t, tc.status, tc.code, "x", nil))
+		if got := armerr.IsThrottled(err); got != tc.want {
+			t.Errorf("%d %s: IsThrottled = %v, want %v", tc.status, tc.code, got, tc.want)
+		}
+	}
+	if armerr.IsThrottled(errors.New("dial tcp: connection refused")) {
+		t.Error("a transport error is not throttling")
 	}
 }
 

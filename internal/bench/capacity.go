@@ -4,12 +4,16 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/vmrescue/vmrescue/internal/azsim"
 	"github.com/vmrescue/vmrescue/internal/hostproto"
 	"github.com/vmrescue/vmrescue/internal/incident"
 	"github.com/vmrescue/vmrescue/internal/localhost"
+	"github.com/vmrescue/vmrescue/internal/pipeline"
 )
 
 // CapacityOptions size the capacity scenario.
@@ -34,10 +38,122 @@ func (c *CapacityOptions) defaults() {
 	}
 }
 
-// lunOps are the operations an incident runs while it holds a LUN of a rescue VM: from the copy
-// of the OS disk to its detach.
-var lunOps = []string{"Disks.BeginCreateOrUpdate", "VirtualMachines.BeginAttachDetachDataDisks",
-	azsim.LatencyRunCommandOverhead, "VirtualMachineRunCommands.BeginDelete", "VirtualMachines.BeginAttachDetachDataDisks"}
+// The paths an incident of the capacity fleet takes through the stages, as pipeline.Operations
+// names them: a VM without a dump is patched, rebooted and harvested; a VM with MEMORY.DMP already
+// on its disk is harvested at once from the rescue disk.
+var (
+	pathPatched = map[string]string{"Snapshot": "", "RescueAttach": "", "OfflinePatch": "no dump", "ReattachReboot": "",
+		"HarvestDump": "dump", "SupportTicket": "new ticket"}
+	pathDumpFound = map[string]string{"Snapshot": "", "RescueAttach": "", "OfflinePatch": "dump found", "SupportTicket": "new ticket"}
+)
+
+// runCommandOp is the operation whose executions the simulator lists with their spans.
+const runCommandOp = "VirtualMachineRunCommands.BeginCreateOrUpdate"
+
+// postReads are the operations pipeline.Operations lists as reads that are POST requests. ARM
+// counts every request that is not a GET against the write budget (its answers carry
+// x-ms-ratelimit-remaining-subscription-writes), and so does the simulator.
+var postReads = map[string]bool{"Tickets.CheckNameAvailability": true}
+
+// minWrites is the number of requests against the write budget an incident makes on path when
+// nothing is refused, throttled or redone: the write rows of pipeline.Operations on that path
+// (the stage tests hold the stages to those rows) and its POST reads.
+func minWrites(path map[string]string) int {
+	n := 0
+	for _, o := range pipeline.Operations {
+		p, ok := path[o.Stage]
+		if ok && (o.Write || postReads[o.Op]) && (o.Path == "" || o.Path == p) {
+			n += o.Count
+		}
+	}
+	return n
+}
+
+// minOps is how many requests of op an incident makes on path: its rows' counts.
+func minOps(path map[string]string, op string) int {
+	n := 0
+	for _, o := range pipeline.Operations {
+		if p, ok := path[o.Stage]; ok && o.Op == op && (o.Path == "" || o.Path == p) {
+			n += o.Count
+		}
+	}
+	return n
+}
+
+// runCommandUse sums, over the rescue VMs, the time their agent runs took and the pauses between
+// one run's end and the next one's start.
+func runCommandUse(perVM map[string][]azsim.Operation) (busy, gaps time.Duration, pauses int) {
+	for _, ops := range perVM {
+		slices.SortFunc(ops, func(a, b azsim.Operation) int { return a.Start.Compare(b.Start) })
+		for i, op := range ops {
+			busy += op.End.Sub(op.Start)
+			if i > 0 && op.Start.After(ops[i-1].End) {
+				gaps += op.Start.Sub(ops[i-1].End)
+				pauses++
+			}
+		}
+	}
+	return busy, gaps, pauses
+}
+
+// capacityLimits are what the lower bound is computed from: the scenario's limits and the least
+// work its incidents need, never the work a run actually did.
+type capacityLimits struct {
+	Incidents     int
+	Patched       int // incidents on pathPatched; the others are on pathDumpFound
+	RescueVMs     int
+	Slots         int // data-disk slots of the pool
+	WritesPerHour int
+	Window        time.Duration // of the write budget, at time scale 1
+	Latency       azsim.LatencyTable
+	// RunSpan is the mean span of one agent Run Command execution (extension overhead, agent
+	// download on a VM's first run, the agent's own work) at time scale 1, as the simulator ran
+	// them.
+	RunSpan time.Duration
+}
+
+// capacityBound is the lower bound, at time scale 1, and its parts.
+type capacityBound struct {
+	MinWrites, MinRuns        int
+	Write, Slot, RunCmd, Best time.Duration
+	LeadIn, Tail, Hold        time.Duration // Run Command bound's parts; Hold is the LUN hold of one incident
+}
+
+// bound computes the three bounds:
+//
+//   - Write budget: B writes per window W let the k-th write through no earlier than
+//     floor((k-1)/B) windows after the first, and the incidents need at least K writes between
+//     them (minWrites of each incident's path). Writes ARM refused or redone are waste, not need,
+//     so they do not raise the bound.
+//   - Run Commands: a VM runs one at a time, so the pool runs the agent runs the incidents need
+//     (minOps of the Run Command PUT) one after another on each VM, at best evenly shared: their
+//     spans over the VMs. None can start before the first incident's disk is attached (its
+//     deallocate, snapshot, disk copy and attach), and the last is followed at least by a ticket.
+//   - LUN slots: every disk an incident attaches holds a slot from its attach through its agent
+//     runs to its detach.
+func (l capacityLimits) bound() capacityBound {
+	var b capacityBound
+	dumpFound := l.Incidents - l.Patched
+	b.MinWrites = l.Patched*minWrites(pathPatched) + dumpFound*minWrites(pathDumpFound)
+	b.MinRuns = l.Patched*minOps(pathPatched, runCommandOp) + dumpFound*minOps(pathDumpFound, runCommandOp)
+	windows := math.Floor(float64(max(b.MinWrites-1, 0)) / float64(l.WritesPerHour))
+	b.Write = time.Duration(windows * float64(l.Window))
+
+	lat := l.Latency
+	attach := lat["VirtualMachines.BeginAttachDetachDataDisks"]
+	b.LeadIn = lat["VirtualMachines.BeginDeallocate"] + lat["Snapshots.BeginCreateOrUpdate"] + lat["Disks.BeginCreateOrUpdate"] + attach
+	b.Tail = lat["Tickets.BeginCreate"]
+	b.RunCmd = b.LeadIn + time.Duration(float64(b.MinRuns)*float64(l.RunSpan)/float64(l.RescueVMs)) + b.Tail
+
+	// A patched incident attaches two disks (the copy it patches, the harvest disk), one that
+	// has its dump already attaches one; each attach is undone by a detach.
+	disks := 2*l.Patched + dumpFound
+	b.Hold = time.Duration(disks)*2*attach + time.Duration(b.MinRuns)*l.RunSpan
+	b.Slot = b.Hold / time.Duration(max(l.Slots, 1))
+	b.Hold /= time.Duration(max(l.Incidents, 1))
+	b.Best = max(b.Write, b.Slot, b.RunCmd)
+	return b
+}
 
 // Capacity remediates many VMs at once through a small rescue pool under ARM's write budget, and
 // compares the time it takes with the lower bound those two limits imply.
@@ -76,46 +192,73 @@ func Capacity(ctx context.Context, o Options, co CapacityOptions) (Result, error
 	}
 	total := time.Since(t0).Seconds() - idleSettle.Seconds()
 
-	// The bound. Writes: the budget lets the k-th write through no earlier than
-	// floor((k-1)/B) windows after the first. LUN slots: every incident holds one slot at least for
-	// the latency-table sum of lunOps, and there are `slots` of them.
-	writes, throttled, runCmds := 0, 0, 0
+	// What the run spent. A write the budget refused (429) costs nothing; any other write,
+	// refused by ARM (409 and the like) or not, was taken from the budget.
+	var spent, refused, throttled, runCmds int
+	refusedBy := map[string]int{}
 	for _, c := range env.Stack.Sim.CallLog() {
-		if c.Op == "VirtualMachineRunCommands.BeginCreateOrUpdate" && !c.Poll && c.Status < 400 {
+		if !c.Write || c.Poll {
+			continue
+		}
+		switch {
+		case c.Status == http.StatusTooManyRequests && c.Fault == "":
+			throttled++
+			continue
+		case c.Status >= 400:
+			refused++
+			refusedBy[fmt.Sprintf("%s %d", c.Op, c.Status)]++
+		case c.Op == runCommandOp:
 			runCmds++
 		}
-		if c.Write && !c.Poll {
-			if c.Status == 429 && c.Fault == "" {
-				throttled++
-				continue
-			}
-			if c.Status < 400 {
-				writes++
-			}
+		spent++
+	}
+	rescue := map[string]bool{}
+	for _, r := range fleet.RescueVMs {
+		rescue[strings.ToLower(fleet.VMID(r.Name))] = true
+	}
+	var runs int
+	var span time.Duration
+	perVM := map[string][]azsim.Operation{}
+	for _, op := range env.Stack.Sim.State().Operations() {
+		if op.Name == runCommandOp && rescue[op.Resource] {
+			runs++
+			span += op.End.Sub(op.Start)
+			perVM[op.Resource] = append(perVM[op.Resource], op)
 		}
 	}
+	busy, gaps, gapN := runCommandUse(perVM)
 	scale := o.scale()
-	window := budget.Window.Seconds() * scale
-	writeBound := math.Floor(float64(max(writes-1, 0))/float64(co.WritesPerHour)) * window
-	lat := azsim.DefaultLatency()
-	var hold time.Duration
-	for _, op := range lunOps {
-		hold += lat[op]
+	limits := capacityLimits{Incidents: co.VMs, RescueVMs: co.RescueVMs, Slots: slots, WritesPerHour: co.WritesPerHour,
+		Window: budget.Window, Latency: azsim.DefaultLatency()}
+	for _, v := range fleet.VMs {
+		if !v.DumpPresent {
+			limits.Patched++
+		}
 	}
-	slotBound := float64(co.VMs) * hold.Seconds() * scale / float64(slots)
-	// Run Command: a VM runs one at a time, so each rescue VM runs its share of all the agent
-	// runs one after another, each at least the extension's overhead.
-	runCmdBound := float64(runCmds) * lat[azsim.LatencyRunCommandOverhead].Seconds() * scale / float64(co.RescueVMs)
-	bound := max(writeBound, slotBound, runCmdBound)
-	res.figure("ARM writes (accepted)", float64(writes), "")
-	res.figure("writes per incident", float64(writes)/float64(co.VMs), "")
-	res.figure("writes refused by the budget (429)", float64(throttled), "")
-	res.figure("write-budget bound", writeBound, "s")
-	res.figure("LUN-slot bound", slotBound, "s")
-	res.figure("agent runs (Run Commands)", float64(runCmds), "")
-	res.figure("Run Command bound", runCmdBound, "s")
+	if runs > 0 {
+		limits.RunSpan = time.Duration(float64(span) / float64(runs) / scale) // back to time scale 1
+	}
+	b := limits.bound()
+	sec := func(d time.Duration) float64 { return d.Seconds() * scale }
+
+	res.figure("ARM writes needed (no refusal, no throttling)", float64(b.MinWrites), "")
+	res.figure("ARM writes spent (taken from the budget)", float64(spent), "")
+	res.figure("writes needed per incident", float64(b.MinWrites)/float64(co.VMs), "")
+	res.figure("writes spent per incident", float64(spent)/float64(co.VMs), "")
+	res.figure("writes ARM refused (spent, no effect)", float64(refused), "")
+	res.figure("writes throttled (429, not spent)", float64(throttled), "")
+	res.figure("agent runs needed", float64(b.MinRuns), "")
+	res.figure("agent runs made", float64(runCmds), "")
+	res.figure("mean agent run (scaled)", sec(limits.RunSpan), "s")
+	res.figure("rescue VM busy with an agent run (share of total time)", busy.Seconds()/float64(co.RescueVMs)/total, "")
+	if gapN > 0 {
+		res.figure("mean pause between a rescue VM's agent runs", gaps.Seconds()/float64(gapN), "s")
+	}
+	res.figure("write-budget bound", sec(b.Write), "s")
+	res.figure("Run Command bound", sec(b.RunCmd), "s")
+	res.figure("LUN-slot bound", sec(b.Slot), "s")
 	res.figure("total time", total, "s")
-	res.target("total / lower bound", total/bound, "", true, 1.15, "bound = max(write-budget, LUN-slot, Run Command bounds)")
+	res.target("total / lower bound", total/sec(b.Best), "", true, 1.15, "bound = max(write-budget, Run Command, LUN-slot bounds)")
 
 	a, err := account(context.Background(), env)
 	if err != nil {
@@ -123,11 +266,22 @@ func Capacity(ctx context.Context, o Options, co CapacityOptions) (Result, error
 	}
 	res.check("every incident closed", a.ByState[incident.StateClosed] == co.VMs, fmt.Sprintf("states %v", a.ByState))
 	a.checkSafety(&res)
+	window := budget.Window.Seconds() * scale
 	res.Notes = append(res.Notes, fmt.Sprintf(
-		"Lower bound: write budget B=%d per %s window (%.2fs at time scale %g) lets the k-th write through no earlier than floor((k-1)/B) windows in, so %d writes need %.2fs; "+
-			"%d LUN slots (%d rescue VMs x %d) each held at least %s per incident (disk copy, attach, Run Command overhead, Run Command delete, detach at time scale 1) give %d x %s / %d = %.2fs scaled. A VM runs one Run Command at a time: %d agent runs of at least %s extension overhead each, shared by %d rescue VMs, give %.2fs scaled. The bound is the largest of the three.",
-		co.WritesPerHour, budget.Window, window, scale, writes, writeBound, slots, co.RescueVMs, size.MaxDataDiskCount, hold, co.VMs, hold, slots, slotBound,
-		runCmds, lat[azsim.LatencyRunCommandOverhead], co.RescueVMs, runCmdBound))
+		"Lower bound, from what the incidents need rather than what the run did. Write budget: B=%d writes per %s window (%.2fs at time scale %g) let the k-th write through no earlier than floor((k-1)/B) windows after the first. "+
+			"The incidents need K=%d writes: the write rows of pipeline.Operations (the table the stage tests hold each stage to) on each incident's path, and its POST reads (the ticket name check), %d patched incidents x %d and %d with a dump already on disk x %d. "+
+			"So the last write cannot go before %.0f windows = %.2fs. Writes ARM refused (409 and the like) are taken from the budget too but are waste, not need: they lengthen the run, not the bound. "+
+			"The bound is reachable only in part: the budget frees each write one window after it was spent, so the last window's writes go out at the pace the first window's went, and after the last budget-bound write the incidents still in flight finish their chains; both weigh more the fewer windows the run has. "+
+			"Run Commands: a VM runs one at a time, so the %d agent runs the incidents need (%d per patched incident, %d per other), at the %.2fs mean span the simulator ran them with, shared evenly by %d rescue VMs, take %.2fs; "+
+			"none starts before the first disk is attached (deallocate, snapshot, disk copy, attach: %.2fs) and a ticket (%.2fs) follows the last: %.2fs. "+
+			"LUN slots: each attached disk holds one of %d slots from its attach through its agent runs to its detach (%.2fs per incident): %.2fs. The bound is the largest of the three. "+
+			"Refused writes by operation: %v.",
+		co.WritesPerHour, budget.Window, window, scale,
+		b.MinWrites, limits.Patched, minWrites(pathPatched), co.VMs-limits.Patched, minWrites(pathDumpFound),
+		math.Floor(float64(max(b.MinWrites-1, 0))/float64(co.WritesPerHour)), sec(b.Write),
+		b.MinRuns, minOps(pathPatched, runCommandOp), minOps(pathDumpFound, runCommandOp), sec(limits.RunSpan), co.RescueVMs,
+		sec(b.RunCmd-b.LeadIn-b.Tail), sec(b.LeadIn), sec(b.Tail), sec(b.RunCmd),
+		slots, sec(b.Hold), sec(b.Slot), refusedBy))
 	res.finish(t0)
 	return res, nil
 }

@@ -5,14 +5,15 @@
 //
 //	vm/<incident.VMKey(vmResourceId)>                     the VM's active incident
 //	lun/<incident.VMKey(rescueVmResourceId)>/<lun>        the incident that reserved a LUN
+//	slot/<slot>/<incident.VMKey(rescueVmResourceId)>      the incident using a rescue VM's slot (slot.go)
 //
-// Its metadata "incident" names the holder; its body is a JSON note for people
+// Its metadata "incident" names the holder and "since" when it took the lock; its body is a JSON note for people
 // ({"incidentId","resourceId","lun","since"}). Taking a free lock is a Put Blob with
 // If-None-Match: *, so of any number of racing writers exactly one succeeds; giving one back or
 // handing it over is conditional on the ETag read with the holder (If-Match), so it never removes
 // or replaces a lock someone else took in between. Locks do not expire: the pipeline releases them
 // when an incident closes or fails, and TakeOverVM replaces the holder of a VM lock whose incident
-// is known to be closed or failed.
+// is known to be closed or failed, and TakeOverSlot the holder of a slot the pipeline judged stale.
 package lock
 
 import (
@@ -46,6 +47,8 @@ const MaxLUN = 64
 const (
 	// metaIncident is the metadata key naming the holder.
 	metaIncident = "incident"
+	// metaSince is the metadata key holding when the holder took the lock (RFC 3339).
+	metaSince = "since"
 	// maxLockAttempts bounds the read-then-write loops that restart when the lock changes between
 	// the read and the conditional write.
 	maxLockAttempts = 16
@@ -352,8 +355,9 @@ func (l *Locks) put(ctx context.Context, bb BlockBlob, n note, cond *blob.Modifi
 	if err != nil {
 		return err
 	}
+	since := n.Since.Format(time.RFC3339Nano)
 	_, err = bb.Upload(ctx, nopCloser{bytes.NewReader(body)}, &blockblob.UploadOptions{
-		Metadata:         map[string]*string{metaIncident: &n.IncidentID},
+		Metadata:         map[string]*string{metaIncident: &n.IncidentID, metaSince: &since},
 		HTTPHeaders:      &blob.HTTPHeaders{BlobContentType: to.Ptr("application/json")},
 		AccessConditions: &blob.AccessConditions{ModifiedAccessConditions: cond},
 	})

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
@@ -20,6 +21,7 @@ import (
 	"github.com/vmrescue/vmrescue/internal/blobstore"
 	"github.com/vmrescue/vmrescue/internal/fault"
 	"github.com/vmrescue/vmrescue/internal/incident"
+	"github.com/vmrescue/vmrescue/internal/lock"
 	"github.com/vmrescue/vmrescue/internal/resourceid"
 	"github.com/vmrescue/vmrescue/internal/runcommand"
 )
@@ -90,6 +92,11 @@ func runLog(incidentID, name, ext string) string { return incidentID + "/runs/" 
 // ran (an earlier attempt) is read instead of run again; one still running is waited for, and
 // after agentBudget the stage runs again later. The Run Command is deleted once its result is
 // read. Values go in as protected parameters, never as script text.
+//
+// A VM runs one Run Command at a time. A new run first takes the rescue VM's agent slot (slots.go)
+// and reads the VM's Run Commands to see that none is executing; when either is taken the stage
+// waits for it by a scheduled message, without sending ARM a write that would be refused. The
+// slot is given back once the result is read.
 func (p *Pipeline) runAgent(ctx context.Context, r *run, rescueVMID, step string, req agent.Request) (agent.Result, error) {
 	rescue, err := resourceid.ParseVM(rescueVMID)
 	if err != nil {
@@ -97,7 +104,7 @@ func (p *Pipeline) runAgent(ctx context.Context, r *run, rescueVMID, step string
 	}
 	name := incident.RunCommandName(r.msg.IncidentID, step)
 	rcID := rescue.String() + "/runCommands/" + name
-	outBlob, errBlob := runLog(r.msg.IncidentID, name, ".log"), runLog(r.msg.IncidentID, name, ".err")
+	outBlob := runLog(r.msg.IncidentID, name, ".log")
 
 	if r.dry {
 		_ = r.write(ctx, "VirtualMachineRunCommands.BeginCreateOrUpdate", rcID, nil)
@@ -120,10 +127,56 @@ func (p *Pipeline) runAgent(ctx context.Context, r *run, rescueVMID, step string
 			if err := r.found(ctx, "VirtualMachineRunCommands.BeginCreateOrUpdate", rcID); err != nil {
 				return agent.Result{}, err
 			}
+			if err := p.releaseSlot(ctx, r, lock.SlotAgent, rescue.String()); err != nil {
+				return agent.Result{}, err
+			}
 			return res, r.deleteRun(ctx, rescue, name, rcID)
 		}
 	}
 
+	ok, holder, err := p.reserveSlot(ctx, r, lock.SlotAgent, rescue.String(), agentSlotHold, nil)
+	if err != nil {
+		return agent.Result{}, fmt.Errorf("agent slot of %s: %w", rescue.Name, err)
+	}
+	if !ok {
+		return agent.Result{}, &waitError{reason: fmt.Sprintf("rescue VM %s is running another agent (incident %s holds its agent slot; %s waits)",
+			rescue.Name, holder.IncidentID, step), delay: agentSlotWait, unbounded: true}
+	}
+	// The slot is the incident's from here until the result is read. It is given back at once
+	// when the Run Command was refused or never sent; after a submission whose outcome is unknown
+	// it is kept, and the retry finds the Run Command running or finished, or submits it again.
+	keepSlot := false
+	res, err := p.submitAgent(ctx, r, rescue, name, step, req, &keepSlot)
+	if err != nil {
+		if !keepSlot {
+			if rerr := p.releaseSlot(ctx, r, lock.SlotAgent, rescue.String()); rerr != nil {
+				r.log.Warn("agent slot not given back: it is taken over once stale", "rescueVm", rescue.Name, "err", rerr)
+			}
+		}
+		return agent.Result{}, err
+	}
+	if err := p.releaseSlot(ctx, r, lock.SlotAgent, rescue.String()); err != nil {
+		return agent.Result{}, err
+	}
+	return res, r.deleteRun(ctx, rescue, name, rcID)
+}
+
+// submitAgent submits the agent's Run Command on a rescue VM whose agent slot the incident holds,
+// waits for it and reads its result. When it fails, *keepSlot tells whether the incident keeps
+// the slot: its Run Command may have started (the PUT was sent and not refused), or it is next and
+// waits for the VM.
+func (p *Pipeline) submitAgent(ctx context.Context, r *run, rescue resourceid.ID, name, step string, req agent.Request, keepSlot *bool) (agent.Result, error) {
+	rcID := rescue.String() + "/runCommands/" + name
+	outBlob, errBlob := runLog(r.msg.IncidentID, name, ".log"), runLog(r.msg.IncidentID, name, ".err")
+	// Read before the write: a Run Command of anyone else still executing would have the PUT
+	// refused (a write spent); the slot has it wait instead.
+	if other, err := p.runningOn(ctx, rescue, name); err != nil {
+		return agent.Result{}, err
+	} else if other != "" {
+		*keepSlot = true // this incident runs next
+		return agent.Result{}, &waitError{reason: fmt.Sprintf("rescue VM %s is running another agent (Run Command %s; %s waits)", rescue.Name, other, step),
+			delay: agentSlotWait, unbounded: true}
+	}
 	agentURL, sum, err := p.agentURL(ctx)
 	if err != nil {
 		return agent.Result{}, err
@@ -173,19 +226,36 @@ func (p *Pipeline) runAgent(ctx context.Context, r *run, rescueVMID, step string
 	if err != nil {
 		return agent.Result{}, err
 	}
+	// The submission is a VM-level operation: it goes in the rescue VM's update slot, so that it
+	// meets no attach or detach in progress there. The run itself is not: the update slot is
+	// given back once ARM accepted the PUT.
+	*keepSlot = true
+	release, err := r.updateSlot(ctx, rescue, step)
+	if err != nil {
+		return agent.Result{}, err
+	}
+	defer release()
 	err = r.write(ctx, "VirtualMachineRunCommands.BeginCreateOrUpdate", rcID, func(ctx context.Context) error {
-		_, err := armclient.LRO(ctx, agentBudget, func(ctx context.Context) (*runtime.Poller[armcompute.VirtualMachineRunCommandsClientCreateOrUpdateResponse], error) {
-			return az.RunCommands.BeginCreateOrUpdate(ctx, rescue.ResourceGroup, rescue.Name, name, body, nil)
-		})
+		ctx, cancel := context.WithTimeout(ctx, agentBudget)
+		defer cancel()
+		poller, err := az.RunCommands.BeginCreateOrUpdate(ctx, rescue.ResourceGroup, rescue.Name, name, body, nil)
+		release()
+		if err != nil {
+			return err
+		}
+		_, err = poller.PollUntilDone(ctx, &runtime.PollUntilDoneOptions{Frequency: armclient.PollFrequency})
 		return err
 	})
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		return agent.Result{}, wait(agentWait, "agent %s on %s is still running", step, rescue.Name)
 	}
+	if err != nil && armerr.ClassOf(err) == armerr.Terminal {
+		*keepSlot = false // refused: nothing runs
+	}
 	if armerr.IsConflict(err) {
-		// A VM runs one Run Command at a time: another incident's agent holds the rescue VM.
-		// That is rescue capacity, waited for without bound as a free LUN is; counted against
-		// the scheduled retries, incidents sharing a rescue VM would fail one another.
+		// A VM runs one Run Command at a time: one the read above could not see (started since,
+		// or by someone outside vmrescue) holds the rescue VM. That is rescue capacity, waited
+		// for without bound as a free LUN is, keeping the agent slot: this incident runs next.
 		delay := armerr.ConflictDelay
 		if d, ok := fault.Delay(armerr.Classify(err)); ok {
 			delay = d // ARM's Retry-After
@@ -196,14 +266,38 @@ func (p *Pipeline) runAgent(ctx context.Context, r *run, rescueVMID, step string
 	if err != nil {
 		return agent.Result{}, fmt.Errorf("run agent %s on %s: %w", step, rescue.Name, err)
 	}
-	res, err := p.readResult(ctx, r, outBlob, runcommand.Execution{Name: name}, func() (runcommand.Execution, error) {
+	return p.readResult(ctx, r, outBlob, runcommand.Execution{Name: name}, func() (runcommand.Execution, error) {
 		ex, _, err := p.getRun(ctx, rescue, name)
 		return ex, err
 	})
+}
+
+// runningOn returns the name of a Run Command other than own that is executing on a rescue VM,
+// from one read of the VM's Run Commands with their instance views; "" when none is.
+func (p *Pipeline) runningOn(ctx context.Context, rescue resourceid.ID, own string) (string, error) {
+	az, err := p.in(rescue.SubscriptionID)
 	if err != nil {
-		return agent.Result{}, err
+		return "", err
 	}
-	return res, r.deleteRun(ctx, rescue, name, rcID)
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	pager := az.RunCommands.NewListByVirtualMachinePager(rescue.ResourceGroup, rescue.Name,
+		&armcompute.VirtualMachineRunCommandsClientListByVirtualMachineOptions{Expand: ptr("instanceView")})
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return "", fmt.Errorf("list run commands of %s: %w", rescue.Name, err)
+		}
+		for _, rc := range page.Value {
+			if rc == nil {
+				continue
+			}
+			if ex := runcommand.ExecutionOf(*rc); ex.Running() && !strings.EqualFold(ex.Name, own) {
+				return ex.Name, nil
+			}
+		}
+	}
+	return "", nil
 }
 
 // getRun reads a Run Command with its instance view; exists=false when there is none.

@@ -103,12 +103,18 @@ func (r *run) start(ctx context.Context, id resourceid.ID) error {
 	})
 }
 
-// attach attaches a disk to a rescue VM at lun.
+// attach attaches a disk to a rescue VM at lun, in the rescue VM's update slot: a VM takes one
+// attach or detach at a time, and ARM refuses another with 409 Conflict, a write spent.
 func (r *run) attach(ctx context.Context, rescue resourceid.ID, diskID string, lun int32) error {
 	az, err := r.p.in(rescue.SubscriptionID)
 	if err != nil {
 		return err
 	}
+	release, err := r.updateSlot(ctx, rescue, "attach")
+	if err != nil {
+		return err
+	}
+	defer release()
 	err = r.write(ctx, "VirtualMachines.BeginAttachDetachDataDisks", rescue.String(), func(ctx context.Context) error {
 		return lro(ctx, func(ctx context.Context) (*runtime.Poller[armcompute.VirtualMachinesClientAttachDetachDataDisksResponse], error) {
 			return az.VMs.BeginAttachDetachDataDisks(ctx, rescue.ResourceGroup, rescue.Name, armcompute.AttachDetachDataDisksRequest{
@@ -136,12 +142,17 @@ func (r *run) attach(ctx context.Context, rescue resourceid.ID, diskID string, l
 	return err
 }
 
-// detach detaches a disk from a rescue VM.
+// detach detaches a disk from a rescue VM, in the rescue VM's update slot.
 func (r *run) detach(ctx context.Context, rescue resourceid.ID, diskID string) error {
 	az, err := r.p.in(rescue.SubscriptionID)
 	if err != nil {
 		return err
 	}
+	release, err := r.updateSlot(ctx, rescue, "detach")
+	if err != nil {
+		return err
+	}
+	defer release()
 	return r.write(ctx, "VirtualMachines.BeginAttachDetachDataDisks", rescue.String(), func(ctx context.Context) error {
 		return lro(ctx, func(ctx context.Context) (*runtime.Poller[armcompute.VirtualMachinesClientAttachDetachDataDisksResponse], error) {
 			return az.VMs.BeginAttachDetachDataDisks(ctx, rescue.ResourceGroup, rescue.Name, armcompute.AttachDetachDataDisksRequest{

@@ -19,6 +19,7 @@ import (
 	"github.com/vmrescue/vmrescue/internal/blobstore"
 	"github.com/vmrescue/vmrescue/internal/bugcheck"
 	"github.com/vmrescue/vmrescue/internal/harvest"
+	"github.com/vmrescue/vmrescue/internal/incident"
 )
 
 // bootDiagTimeout bounds the download of one boot diagnostics file.
@@ -136,11 +137,15 @@ func (p *Pipeline) readManifest(ctx context.Context, r *run) error {
 
 // storeBootDiagnostics copies the VM's boot screenshot and serial log to
 // dumps/<incidentId>/bootdiag/. They help support but are not essential: a failure is recorded
-// and the stage goes on.
+// and the stage goes on. A stage that already retrieved them (an earlier attempt, before it waited
+// for rescue capacity) does not again: the retrieval is a POST, a write from the budget.
 func (p *Pipeline) storeBootDiagnostics(ctx context.Context, r *run) {
 	op, id := "VirtualMachines.RetrieveBootDiagnosticsData", r.vm.String()
 	if r.dry {
 		_ = r.write(ctx, op, id, nil)
+		return
+	}
+	if r.wrote(op) {
 		return
 	}
 	var res armcompute.RetrieveBootDiagnosticsDataResult
@@ -181,6 +186,16 @@ func (p *Pipeline) storeBootDiagnostics(ctx context.Context, r *run) {
 		return
 	}
 	r.made.BootDiagnostics = p.Config.DumpsContainer + "/" + prefix
+}
+
+// wrote reports a write of op that this stage made in an earlier delivery or attempt.
+func (r *run) wrote(op string) bool {
+	for _, rec := range r.recs {
+		if rec.Stage == string(r.stage) && rec.Event == incident.EventSucceeded && detailOf(rec).Operation == op {
+			return true
+		}
+	}
+	return false
 }
 
 // fetch downloads one boot diagnostics file from the SAS URI ARM handed out.

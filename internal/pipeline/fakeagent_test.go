@@ -123,8 +123,7 @@ func (f *fakeAgent) run(ctx context.Context, req azsim.RunCommandRequest) agent.
 	if files == nil {
 		return refuse("no disk at LUN %d", areq.LUN)
 	}
-	switch areq.Command {
-	case agent.CommandInspect:
+	inspect := func() {
 		res.Dumps = &agent.DumpsResult{}
 		if data, ok := files.Read(memoryDump); ok {
 			df := agent.DumpFile{Path: `F:\Windows\MEMORY.DMP`, Size: int64(len(data)), Modified: time.Now().UTC()}
@@ -134,8 +133,17 @@ func (f *fakeAgent) run(ctx context.Context, req azsim.RunCommandRequest) agent.
 			}
 			res.Dumps.MemoryDump = &df
 		}
+	}
+	switch areq.Command {
+	case agent.CommandInspect:
+		inspect()
 		res.OK = true
 	case agent.CommandPatch:
+		inspect() // patch reads what inspect reads first
+		if areq.UnlessDump && res.HasMemoryDump() {
+			res.OK = true
+			break
+		}
 		files.Write(patchedMarker, []byte("CrashDumpEnabled=1\nbootems=yes\n"))
 		res.Patch = &agent.PatchResult{DumpType: agent.DumpComplete, CrashDumpEnabled: 1, DumpFile: `%SystemRoot%\MEMORY.DMP`,
 			DumpVolume: "os", Reason: "the OS volume has room for a complete dump", ControlSets: []string{"ControlSet001"},

@@ -13,10 +13,10 @@ import (
 	"github.com/vmrescue/vmrescue/internal/resourceid"
 )
 
-// offlinePatch is the OfflinePatch stage: the agent inspects the attached copy of the OS disk.
-// With MEMORY.DMP already there it harvests it at once and the pipeline skips ahead to
-// SupportTicket; otherwise it patches the disk (serial console and EMS in the BCD store, crash
-// dumps in the SYSTEM hive) and the pipeline goes on to ReattachReboot.
+// offlinePatch is the OfflinePatch stage: the agent looks at the attached copy of the OS disk and,
+// in the same run, patches it (serial console and EMS in the BCD store, crash dumps in the SYSTEM
+// hive) unless MEMORY.DMP is already there; the pipeline goes on to ReattachReboot. With a dump
+// there, a second run harvests it at once and the pipeline skips ahead to SupportTicket.
 func (p *Pipeline) offlinePatch(ctx context.Context, r *run) error {
 	a := r.msg.Artifacts
 	if a.RescueVMID == "" || a.LUN == nil || a.RescueDiskID == "" || a.MemoryGB <= 0 {
@@ -29,19 +29,31 @@ func (p *Pipeline) offlinePatch(ctx context.Context, r *run) error {
 	if _, ok := r.resume(checkpointPatched); ok {
 		return r.complete(ctx, incident.StageReattachReboot, time.Time{}, 0)
 	}
-	res, err := p.runAgent(ctx, r, a.RescueVMID, "inspect", agent.Request{
-		Command: agent.CommandInspect, IncidentID: r.msg.IncidentID, LUN: lun, MemoryGB: a.MemoryGB,
-	})
-	if err != nil {
-		return err
-	}
-	if err := verdict(res); err != nil {
-		return err
-	}
-	if res.HasMemoryDump() {
-		if err := r.note(ctx, "MEMORY.DMP is already on the disk: harvesting it now and skipping ahead to the support ticket"); err != nil {
+	// One agent run looks at the disk and patches it unless MEMORY.DMP is already there: a
+	// rescue VM runs one Run Command at a time, and each run is two writes (its PUT and its
+	// deletion). A dump found is a checkpoint: a retry of the harvest does not run it again.
+	_, dumpFound := r.resume(checkpointDumpFound)
+	if !dumpFound {
+		res, err := p.runAgent(ctx, r, a.RescueVMID, "patch", agent.Request{
+			Command: agent.CommandPatch, IncidentID: r.msg.IncidentID, LUN: lun, MemoryGB: a.MemoryGB, UnlessDump: true,
+		})
+		if err != nil {
 			return err
 		}
+		if err := verdict(res); err != nil {
+			return err
+		}
+		if res.HasMemoryDump() {
+			if err := r.checkpoint(ctx, checkpointDumpFound, detail{
+				Reason: "MEMORY.DMP is already on the disk: harvesting it now and skipping ahead to the support ticket"}); err != nil {
+				return err
+			}
+			dumpFound = true
+		} else if err := p.patched(ctx, r, res); err != nil {
+			return err
+		}
+	}
+	if dumpFound {
 		if err := p.harvestFrom(ctx, r, a.RescueVMID, lun); err != nil {
 			return err
 		}
@@ -51,15 +63,12 @@ func (p *Pipeline) offlinePatch(ctx context.Context, r *run) error {
 		}
 		return p.afterFirstLookHarvest(ctx, r)
 	}
-	res, err = p.runAgent(ctx, r, a.RescueVMID, "patch", agent.Request{
-		Command: agent.CommandPatch, IncidentID: r.msg.IncidentID, LUN: lun, MemoryGB: a.MemoryGB,
-	})
-	if err != nil {
-		return err
-	}
-	if err := verdict(res); err != nil {
-		return err
-	}
+	return r.complete(ctx, incident.StageReattachReboot, time.Time{}, 0)
+}
+
+// patched checks a patch the agent reports, and records it as a checkpoint.
+func (p *Pipeline) patched(ctx context.Context, r *run, res agent.Result) error {
+	a := r.msg.Artifacts
 	if !r.dry && (res.Patch == nil || !res.Patch.Verified) {
 		return wait(agentWait, "the agent patched the disk but could not verify it")
 	}
@@ -69,10 +78,7 @@ func (p *Pipeline) offlinePatch(ctx context.Context, r *run) error {
 		}
 	}
 	r.made.PatchedOSDiskID = a.RescueDiskID
-	if err := r.checkpoint(ctx, checkpointPatched, detail{Reason: "disk patched and verified"}); err != nil {
-		return err
-	}
-	return r.complete(ctx, incident.StageReattachReboot, time.Time{}, 0)
+	return r.checkpoint(ctx, checkpointPatched, detail{Reason: "disk patched and verified"})
 }
 
 // Checkpoints inside OfflinePatch and HarvestDump.
@@ -80,6 +86,7 @@ const (
 	checkpointHarvested = "harvested"
 	checkpointPatched   = "patched"
 	checkpointObserved  = "observed"
+	checkpointDumpFound = "dump-found"
 )
 
 // afterFirstLookHarvest drops the rescue disk, whose dump is now in the dumps container, and goes

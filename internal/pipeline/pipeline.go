@@ -39,6 +39,7 @@ import (
 	"github.com/vmrescue/vmrescue/internal/disks"
 	"github.com/vmrescue/vmrescue/internal/incident"
 	"github.com/vmrescue/vmrescue/internal/lifecycle"
+	"github.com/vmrescue/vmrescue/internal/lock"
 	"github.com/vmrescue/vmrescue/internal/resourceid"
 	"github.com/vmrescue/vmrescue/internal/runcommand"
 	"github.com/vmrescue/vmrescue/internal/server"
@@ -114,7 +115,13 @@ type Locks interface {
 	ReserveLUN(ctx context.Context, rescueVMID string, lun int32, incidentID string) (acquired bool, holder string, err error)
 	ReleaseLUN(ctx context.Context, rescueVMID string, lun int32, incidentID string) error
 	LUNHolders(ctx context.Context, rescueVMID string) (map[int32]string, error)
+	ReserveSlot(ctx context.Context, s lock.Slot, rescueVMID, incidentID string) (acquired bool, holder lock.Holder, err error)
+	TakeOverSlot(ctx context.Context, s lock.Slot, rescueVMID string, stale lock.Holder, incidentID string) (acquired bool, holder lock.Holder, err error)
+	ReleaseSlot(ctx context.Context, s lock.Slot, rescueVMID, incidentID string) error
+	SlotHolder(ctx context.Context, s lock.Slot, rescueVMID string) (lock.Holder, error)
 }
+
+var _ Locks = (*lock.Locks)(nil)
 
 // Azure holds the clients of the Azure APIs the pipeline calls in one subscription. Classifier is
 // the tenant's, read from Pipeline.Azure.

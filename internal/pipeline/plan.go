@@ -162,7 +162,7 @@ func (p *Pipeline) planRescue(ctx context.Context, pl *Plan, vm vms.Facts) (stri
 			}
 		}
 		free := size.MaxDataDiskCount - len(used)
-		_, _, rerr := p.getRun(ctx, rid, incident.RunCommandName("inc-00000000-000000-0000", "inspect"))
+		_, _, rerr := p.getRun(ctx, rid, incident.RunCommandName("inc-00000000-000000-0000", "patch"))
 		rc := Check{Name: "read run commands on " + r.Name, OK: rerr == nil, Detail: "managed Run Commands of the rescue VM"}
 		if rerr != nil {
 			rc.Detail = readError(rerr)
@@ -209,8 +209,8 @@ func (p *Pipeline) plannedOps(id resourceid.ID, vm vms.Facts, rescueID string, l
 	add("Snapshot", "Snapshots.BeginCreateOrUpdate", snap+" (incremental, source "+vm.OSDiskID+")")
 	add("RescueAttach", "Disks.BeginCreateOrUpdate", disk+" (from the snapshot"+zoneText(vm.Zone)+")")
 	add("RescueAttach", "VirtualMachines.BeginAttachDetachDataDisks", fmt.Sprintf("%s (attach at LUN %d)", rescueID, lun))
-	add("OfflinePatch", "VirtualMachineRunCommands.BeginCreateOrUpdate", runs+"{inspect,patch}")
-	add("OfflinePatch", "VirtualMachineRunCommands.BeginDelete", runs+"{inspect,patch}")
+	add("OfflinePatch", "VirtualMachineRunCommands.BeginCreateOrUpdate", runs+"patch (patches unless a memory dump is there)")
+	add("OfflinePatch", "VirtualMachineRunCommands.BeginDelete", runs+"patch (patches unless a memory dump is there)")
 	add("ReattachReboot", "VirtualMachines.BeginAttachDetachDataDisks", rescueID+" (detach)")
 	add("ReattachReboot", "VirtualMachines.BeginUpdate", id.String()+" (OS disk -> "+disk+")")
 	add("ReattachReboot", "VirtualMachines.BeginStart", id.String())

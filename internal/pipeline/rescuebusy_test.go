@@ -13,9 +13,10 @@ import (
 	"github.com/vmrescue/vmrescue/internal/resourceid"
 )
 
-// TestRescueVMBusyWaits: a VM runs one Run Command at a time, so an agent run refused with 409
-// Conflict because another incident's agent holds the rescue VM is a wait for rescue capacity,
-// not a fault: however many times it recurs, the incident stays active and waits on.
+// TestRescueVMBusyWaits: a VM runs one Run Command at a time, so a rescue VM executing a Run
+// Command vmrescue did not start (no agent slot names it) is a wait for rescue capacity, not a
+// fault: however many times it recurs, the incident stays active and waits on, and it sees the VM
+// busy with a read rather than by a Run Command ARM refuses.
 func TestRescueVMBusyWaits(t *testing.T) {
 	t.Parallel()
 	// Real time, every operation instant but a Run Command, which holds its VM for a minute.
@@ -50,6 +51,7 @@ func TestRescueVMBusyWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	e.sim.ResetCalls()
 	const deliveries = 25 // more than the scheduled retries any fault gets
 	for i := range deliveries {
 		d, ok := e.step(p)
@@ -75,6 +77,11 @@ func TestRescueVMBusyWaits(t *testing.T) {
 	}
 	if waits != deliveries {
 		t.Errorf("%d waits for the busy rescue VM recorded, want %d", waits, deliveries)
+	}
+	// The busy VM is seen with a read: no Run Command is sent for ARM to refuse, each refusal a
+	// write spent from the subscription's budget.
+	if w := writes(e.sim, ""); len(w) != 0 {
+		t.Errorf("%d writes sent to the busy rescue VM, want none (first: %s %d)", len(w), w[0].Op, w[0].Status)
 	}
 }
 

@@ -80,6 +80,9 @@ type detail struct {
 	// RollbackQueued marks the failure record of a terminal failure or a stall, after which a
 	// rollback was queued: the incident ends failed rather than closed.
 	RollbackQueued bool `json:"rollbackQueued,omitempty"`
+	// Unbounded marks a scheduled retry that waits for shared capacity (a LUN, a rescue VM's
+	// turn, the write budget): it does not count against maxScheduledRetries.
+	Unbounded bool `json:"unbounded,omitempty"`
 }
 
 func detailOf(rec audit.Record) detail {
@@ -282,29 +285,36 @@ func (r *run) finish(ctx context.Context, err error) error {
 		return err
 	}
 	if d, ok := fault.Delay(err); ok {
-		return r.retryLater(ctx, err.Error(), d, false, err)
+		// ARM's throttling is the subscription's write budget, shared by every incident: an
+		// incident may meet it any number of times, and waits for it as for rescue capacity.
+		return r.retryLater(ctx, err.Error(), d, armerr.IsThrottled(err), err)
 	}
 	r.log.Warn("transient failure: the message will be redelivered", "err", err)
 	return err
 }
 
-// retryLater schedules this stage again after delay and acknowledges the current message.
+// retryLater schedules this stage again after delay and acknowledges the current message. The
+// attempt number (and so the MessageID) counts every scheduled retry of the stage; the bound
+// maxScheduledRetries counts only those that were not unbounded waits for shared capacity.
 func (r *run) retryLater(ctx context.Context, reason string, delay time.Duration, unbounded bool, cause error) error {
-	n := 1
+	n, bounded := 1, 0
 	for _, rec := range r.recs {
 		if rec.Stage == string(r.stage) && rec.Event == incident.EventRetrying {
 			if d := detailOf(rec); d.Attempt > 0 && d.RetryAt != nil {
 				n = max(n, d.Attempt+1)
+				if !d.Unbounded {
+					bounded++
+				}
 			}
 		}
 	}
-	if !unbounded && n > maxScheduledRetries {
-		r.log.Warn("scheduled retries exhausted: the message will be redelivered", "attempts", n-1, "reason", reason)
-		return fmt.Errorf("%s (after %d scheduled retries): %w", reason, n-1, cause)
+	if !unbounded && bounded >= maxScheduledRetries {
+		r.log.Warn("scheduled retries exhausted: the message will be redelivered", "attempts", bounded, "reason", reason)
+		return fmt.Errorf("%s (after %d scheduled retries): %w", reason, bounded, cause)
 	}
 	at := r.p.now().Add(delay)
 	if err := r.append(ctx, incident.EventRetrying, detail{Reason: clip(reason, 500), Attempt: n, RetryAt: &at, NotBefore: &at,
-		Artifacts: nonEmpty(r.made), MessageID: r.d.MessageID}, ""); err != nil {
+		Unbounded: unbounded, Artifacts: nonEmpty(r.made), MessageID: r.d.MessageID}, ""); err != nil {
 		return err
 	}
 	msg := r.msg
