@@ -27,10 +27,15 @@ func (p *Pipeline) rollback(ctx context.Context, r *run) error {
 	}
 	deadLetter := r.msg.Stage != incident.StageFailed
 	if deadLetter {
-		reason := fmt.Sprintf("the %s stage's message was dead-lettered after %d deliveries", r.msg.Stage, r.d.DeliveryCount)
-		if err := r.append(ctx, incident.EventFailed, detail{Reason: reason, RollbackQueued: true}, ""); err != nil {
+		reason := fmt.Sprintf("the %s stage's message %s was dead-lettered: it failed on every delivery", r.msg.Stage, r.d.MessageID)
+		if err := r.append(ctx, incident.EventFailed, detail{Reason: reason, RollbackQueued: true, MessageID: r.d.MessageID}, ""); err != nil {
 			return err
 		}
+	}
+	// A stage delivery that started before this one may still be making something: wait for it,
+	// so that what it makes is undone here (overlap.go).
+	if err := r.awaitStages(ctx); err != nil {
+		return err
 	}
 	a := merge(summarize(r.msg.IncidentID, r.recs).Artifacts, r.msg.Artifacts)
 	patched := diskID(r.vm, incident.RescueDiskName(r.msg.IncidentID))

@@ -22,6 +22,9 @@ import (
 // janitorBudget bounds one Janitor run; what it does not reach, the next run does.
 const janitorBudget = 10 * time.Minute
 
+// janitorStage is the trail stage of the Janitor's records.
+const janitorStage = "janitor"
+
 // janitor is the timer-triggered cleanup.
 type janitor struct{ p *Pipeline }
 
@@ -127,7 +130,7 @@ func (c *cleaner) stalls(ctx context.Context) error {
 // stalled marks an incident failed and queues its rollback.
 func (p *Pipeline) stalled(ctx context.Context, id string, recs []audit.Record, last time.Time) error {
 	v := summarize(id, recs)
-	if _, err := p.Trail.Append(ctx, id, audit.Entry{VMResourceID: v.VMResourceID, Stage: "janitor", Event: incident.EventFailed,
+	if _, err := p.Trail.Append(ctx, id, audit.Entry{VMResourceID: v.VMResourceID, Stage: janitorStage, Event: incident.EventFailed,
 		Detail: detail{Reason: fmt.Sprintf("no progress since %s (stall timeout %s)", last.Format(time.RFC3339), p.Config.StallTimeout), RollbackQueued: true}}); err != nil {
 		return fmt.Errorf("janitor: record stall of %s: %w", id, err)
 	}
@@ -321,7 +324,7 @@ func (c *cleaner) record(ctx context.Context, incidentID, event string, d detail
 	if vm == "" {
 		return
 	}
-	if _, err := c.p.Trail.Append(ctx, incidentID, audit.Entry{VMResourceID: vm, Stage: "janitor", Event: event, Detail: d}); err != nil {
+	if _, err := c.p.Trail.Append(ctx, incidentID, audit.Entry{VMResourceID: vm, Stage: janitorStage, Event: event, Detail: d}); err != nil {
 		c.p.log().Warn("janitor: record not written", "incidentId", incidentID, "err", err)
 	}
 }

@@ -1,0 +1,204 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/vmrescue/vmrescue/internal/bus"
+	"github.com/vmrescue/vmrescue/internal/fault"
+	"github.com/vmrescue/vmrescue/internal/incident"
+	"github.com/vmrescue/vmrescue/internal/pipeline"
+)
+
+// TestRollbackOverlapsStage plays, one step at a time, a RescueAttach delivery that overlaps the
+// rollback of its incident: the rollback begins while the delivery is about to attach its disk
+// (it must wait for it), or the delivery read the trail just before the rollback began and writes
+// its "started" record after it (it must make nothing). Either way the incident ends with nothing
+// of it attached to a rescue VM and no LUN held, by the pipeline itself, before any Janitor run.
+func TestRollbackOverlapsStage(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		// hold names where the RescueAttach delivery is held: an ARM operation, or the append
+		// of its "started" record.
+		op, event string
+		// duplicate delivers a copy with a new MessageID, the original being dead-lettered.
+		duplicate bool
+		// end ends the incident while the delivery is held.
+		end       func(e *env, id string, original delivered)
+		wantState string
+	}{
+		{
+			name: "dead letter of the original while its duplicate attaches", op: "VirtualMachines.BeginAttachDetachDataDisks", duplicate: true,
+			end: func(e *env, _ string, original delivered) {
+				e.bus.deadLetter(original)
+				e.deliverFailed()
+			},
+			wantState: incident.StateFailed,
+		},
+		{
+			name: "rollback requested while the stage attaches", op: "VirtualMachines.BeginAttachDetachDataDisks",
+			end: func(e *env, id string, _ delivered) {
+				e.requestRollback(id)
+				e.deliverFailed()
+			},
+			wantState: incident.StateClosed,
+		},
+		{
+			name: "rollback requested and done between the stage's read and its start record", event: incident.EventStarted,
+			end: func(e *env, id string, _ delivered) {
+				e.requestRollback(id)
+				e.deliverFailed()
+			},
+			wantState: incident.StateClosed,
+		},
+		{
+			name: "dead letter handled between the duplicate's read and its start record", event: incident.EventStarted, duplicate: true,
+			end: func(e *env, _ string, original delivered) {
+				e.bus.deadLetter(original)
+				e.deliverFailed()
+			},
+			wantState: incident.StateFailed,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, envOptions{})
+			id, original := e.reach(scenario{stage: incident.StageRescueAttach, vm: "app-web-01"})
+			g := newGate()
+			var held *pipeline.Pipeline
+			if tc.op != "" {
+				held = e.newPipeline(func(next policy.Transporter) policy.Transporter {
+					return &gatedTransport{next: next, op: tc.op, g: g}
+				})
+			} else {
+				held = e.newPipeline(nil)
+				held.Trail = &gatedTrail{Trail: e.trail, stage: string(incident.StageRescueAttach), event: tc.event, g: g}
+			}
+			e.newPipeline(nil) // the other deliveries run on another worker
+			d := original
+			if tc.duplicate {
+				d.id = original.id + "-dup"
+			}
+			done := make(chan error, 1)
+			go func() { done <- e.run(held, context.Background(), d, 1) }()
+			g.await(t)
+
+			tc.end(e, id, original)
+
+			close(g.release)
+			if err := <-done; err != nil && !fault.IsTerminal(err) {
+				t.Fatalf("the held delivery: %v", err)
+			}
+			e.drain(e.pipeline())
+
+			if s := e.state(id); s != tc.wantState {
+				t.Errorf("incident %s, want %s", s, tc.wantState)
+			}
+			// Checked before any Janitor run: the pipeline cleans up by itself.
+			for _, rv := range e.cfg.RescueVMs {
+				vm, _ := e.sim.State().VM(rv)
+				for _, dd := range vm.DataDisks {
+					if strings.Contains(dd.DiskID, id) {
+						t.Errorf("disk %s left attached to %s at LUN %d", dd.DiskID, vm.Name, dd.LUN)
+					}
+				}
+				holders, err := e.locks.LUNHolders(context.Background(), rv)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for lun, h := range holders {
+					if h == id {
+						t.Errorf("LUN %d of %s still reserved", lun, rv)
+					}
+				}
+			}
+			e.checkClean(id)
+		})
+	}
+}
+
+// failingSender fails every send to one queue.
+type failingSender struct {
+	bus.Sender
+	queue incident.Stage
+}
+
+func (f *failingSender) Send(ctx context.Context, msg incident.Message, opts bus.SendOptions) error {
+	if msg.Stage == f.queue {
+		return errors.New("service bus unavailable")
+	}
+	return f.Sender.Send(ctx, msg, opts)
+}
+
+// TestRollbackNeverLost: whatever happens to the messages around a rollback, the incident does not
+// stay active with nothing queued. A rollback that must wait (throttled) is scheduled again under
+// a MessageID of its own, not one duplicate detection already saw; a dead letter's wait comes back
+// to the failed queue; a stage that recorded a terminal failure but could not queue the rollback
+// leaves its message for redelivery, which queues it.
+func TestRollbackNeverLost(t *testing.T) {
+	t.Parallel()
+	throttled := faultRule{op: "VirtualMachines.Get", status: 429, code: "TooManyRequests", retryAfter: "7", times: 4}
+	cases := []struct {
+		name string
+		run  func(e *env, d delivered)
+	}{
+		{"escalated rollback throttled", func(e *env, d delivered) {
+			bad := faultRule{op: "Disks.BeginCreateOrUpdate", status: 400, code: "InvalidParameter", times: 1}
+			if err := e.run(e.newPipeline((&faultTransport{rules: []*faultRule{&bad}}).wrap), context.Background(), d, 1); !fault.IsTerminal(err) {
+				e.t.Fatalf("want a terminal failure, got %v", err)
+			}
+			rule := throttled
+			e.stepFailed(&faultTransport{rules: []*faultRule{&rule}})
+		}},
+		{"dead letter's rollback throttled", func(e *env, d delivered) {
+			e.bus.deadLetter(d)
+			rule := throttled
+			e.stepFailed(&faultTransport{rules: []*faultRule{&rule}})
+			for _, env := range e.bus.sentTo(incident.StageRescueAttach) {
+				if strings.HasSuffix(env.MessageID, ":1") {
+					e.t.Errorf("the rollback's retry went to the stage's queue: %s", env.MessageID)
+				}
+			}
+		}},
+		{"rollback not queued after a terminal failure", func(e *env, d delivered) {
+			bad := faultRule{op: "Disks.BeginCreateOrUpdate", status: 400, code: "InvalidParameter", times: 1}
+			p := e.newPipeline((&faultTransport{rules: []*faultRule{&bad}}).wrap)
+			p.Bus = &failingSender{Sender: e.bus, queue: incident.StageFailed}
+			err := e.run(p, context.Background(), d, 1)
+			if err == nil || fault.IsTerminal(err) {
+				e.t.Fatalf("want a transient error so that the message comes back, got %v", err)
+			}
+			e.bus.redeliver(d)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, envOptions{})
+			id, d := e.reach(scenario{stage: incident.StageRescueAttach, vm: "app-web-01"})
+			tc.run(e, d)
+			e.drain(e.newPipeline(nil))
+			if s := e.state(id); s != incident.StateFailed {
+				t.Fatalf("incident %s with nothing queued, want failed", s)
+			}
+			e.checkClean(id)
+		})
+	}
+}
+
+// stepFailed delivers the next message, a rollback, through ft.
+func (e *env) stepFailed(ft *faultTransport) {
+	e.t.Helper()
+	d, ok := e.bus.peek()
+	if !ok || d.queue != incident.StageFailed {
+		e.t.Fatalf("no rollback queued first: %+v", d)
+	}
+	if got, _ := e.step(e.newPipeline(ft.wrap)); got.err != nil {
+		e.t.Fatalf("rollback: %v", got.err)
+	}
+}
