@@ -103,6 +103,32 @@ func (p *Pipeline) rollback(ctx context.Context, r *run) error {
 	return r.end(ctx, state, incident.EventRolledBack, incident.OutcomeRolledBack, reason, typ)
 }
 
+// staleDeadLetter handles, before the Failed stage starts, a dead letter that carries no failure
+// of the incident. A dead letter says that one message failed on every delivery (in chaos, its
+// deliveries died with the handler). When the incident is over, or the message's stage completed
+// and went on, rolling back would undo a repair: the incident is left as it is, and a completed
+// stage's next message is sent again (duplicate detection absorbs it when it went out), as a
+// redelivery would have. It makes nothing, so it records no "started" (overlap.go).
+func (r *run) staleDeadLetter(ctx context.Context) (bool, error) {
+	if r.msg.Stage == incident.StageFailed {
+		return false, nil
+	}
+	if r.state != incident.StateActive {
+		return true, r.append(ctx, incident.EventSkipped, detail{MessageID: r.d.MessageID, Reason: fmt.Sprintf(
+			"the %s stage's message was dead-lettered after the incident ended (%s): nothing to roll back", r.msg.Stage, r.state)}, "")
+	}
+	done, ok := completion(r.recs, r.msg.Stage)
+	if !ok {
+		return false, nil
+	}
+	r.log.Info("dead letter of a stage that completed: no rollback", "deadLetterStage", string(r.msg.Stage))
+	if err := r.note(ctx, fmt.Sprintf("the %s stage's message %s was dead-lettered after the stage completed: no rollback",
+		r.msg.Stage, r.d.MessageID)); err != nil {
+		return true, err
+	}
+	return true, r.resend(ctx, done)
+}
+
 // rollbackQueued reports a failure record after which a rollback was queued.
 func (r *run) rollbackQueued() bool {
 	for _, rec := range r.recs {

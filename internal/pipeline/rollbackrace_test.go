@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -200,5 +201,67 @@ func (e *env) stepFailed(ft *faultTransport) {
 	}
 	if got, _ := e.step(e.newPipeline(ft.wrap)); got.err != nil {
 		e.t.Fatalf("rollback: %v", got.err)
+	}
+}
+
+// TestStaleDeadLetter: a dead letter says that one message failed on every delivery (in chaos,
+// its deliveries died with the handler), not that the incident failed. Of a stage that completed
+// and went on, or of an incident already over, it rolls nothing back: the repair stands.
+func TestStaleDeadLetter(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		// stage is the stage whose message is dead-lettered; closeFirst runs the incident to its
+		// end before.
+		stage      incident.Stage
+		closeFirst bool
+	}{
+		{"of a stage that completed", incident.StageSnapshot, false},
+		{"after the incident closed", incident.StageSupportTicket, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, envOptions{})
+			var id string
+			var next delivered
+			if tc.closeFirst {
+				id = e.open("app-web-01", false)
+				e.drain(e.pipeline())
+				if s := e.state(id); s != incident.StateClosed {
+					t.Fatalf("incident %s before the dead letter", s)
+				}
+			} else {
+				id, next = e.reach(scenario{stage: incident.StageRescueAttach, vm: "app-web-01"})
+			}
+			sent := e.bus.sentTo(tc.stage)
+			if len(sent) == 0 {
+				t.Fatalf("no %s message was sent", tc.stage)
+			}
+			var msg incident.Message
+			if err := json.Unmarshal(sent[0].Body, &msg); err != nil {
+				t.Fatal(err)
+			}
+			e.bus.deadLetter(delivered{queue: tc.stage, msg: msg, id: sent[0].MessageID})
+			e.deliverFailed()
+			if !tc.closeFirst {
+				e.bus.redeliver(next)
+			}
+			e.drain(e.pipeline())
+
+			v := e.checkClean(id)
+			if v.State != incident.StateClosed || v.Outcome != incident.OutcomeTicketed {
+				t.Errorf("incident %s/%s, want closed/ticketed", v.State, v.Outcome)
+			}
+			for _, r := range e.records(id) {
+				if r.Event == incident.EventFailed || r.Event == incident.EventRolledBack {
+					t.Errorf("%s %s record: %s", r.Stage, r.Event, r.Detail)
+				}
+			}
+			vm, _ := e.sim.State().VM(e.fleet.VMID("app-web-01"))
+			if !strings.Contains(vm.OSDiskID, incident.RescueDiskName(id)) {
+				t.Errorf("the VM runs on %s, not its repaired disk", vm.OSDiskID)
+			}
+		})
 	}
 }

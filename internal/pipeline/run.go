@@ -155,6 +155,8 @@ func (p *Pipeline) begin(ctx context.Context, stage incident.Stage, msg incident
 		if other, ok := r.inFlight(); ok {
 			return r, false, wait(inFlightWait, "delivery %s of this stage is still running", other)
 		}
+	} else if stale, err := r.staleDeadLetter(ctx); stale || err != nil {
+		return r, false, err
 	}
 	if err := r.append(ctx, incident.EventStarted, map[string]any{
 		"messageId": d.MessageID, "deliveryCount": d.DeliveryCount, "dryRun": msg.DryRun,
@@ -191,10 +193,13 @@ func (r *run) startedBefore(before []audit.Record) (string, bool) {
 }
 
 // completed returns this stage's completion record, if the trail has one.
-func (r *run) completed() (detail, bool) {
-	for i := len(r.recs) - 1; i >= 0; i-- {
-		rec := r.recs[i]
-		if rec.Stage == string(r.stage) && rec.Event == incident.EventSucceeded {
+func (r *run) completed() (detail, bool) { return completion(r.recs, r.stage) }
+
+// completion returns a stage's completion record in recs.
+func completion(recs []audit.Record, stage incident.Stage) (detail, bool) {
+	for i := len(recs) - 1; i >= 0; i-- {
+		rec := recs[i]
+		if rec.Stage == string(stage) && rec.Event == incident.EventSucceeded {
 			if d := detailOf(rec); d.Completed {
 				return d, true
 			}
