@@ -88,12 +88,15 @@ func (r *run) yieldToRollback(ctx context.Context, mark audit.Record, recs []aud
 	}, "")
 }
 
-// rollbackAttempt is the Attempt of the Failed message the writer of a mark sent. A mark the
-// Failed stage wrote itself has its message already delivered.
+// rollbackAttempt is the Attempt of the Failed message the writer of a mark sent: the one the
+// mark records, else the one its writer always uses. A mark the Failed stage wrote itself has its
+// message already delivered.
 func rollbackAttempt(mark audit.Record) (int, bool) {
 	switch {
 	case mark.Stage == string(incident.StageFailed):
 		return 0, false
+	case detailOf(mark).Attempt > 0:
+		return detailOf(mark).Attempt, true
 	case mark.Stage == rollbackRequestStage:
 		return 0, true
 	case mark.Stage == janitorStage:

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/vmrescue/vmrescue/internal/bus"
@@ -175,6 +176,22 @@ func TestRollbackNeverLost(t *testing.T) {
 				e.t.Fatalf("want a transient error so that the message comes back, got %v", err)
 			}
 			e.bus.redeliver(d)
+		}},
+		{"janitor's rollback lost, the incident stalls again", func(e *env, _ delivered) {
+			// The RescueAttach message is lost; so is the rollback the Janitor queues for the
+			// stall (dead-lettered on the failed queue, where nothing forwards it).
+			j := e.newPipeline(nil)
+			for i := range 2 {
+				j.Now = func() time.Time { return time.Now().Add(time.Duration(i+1) * (e.cfg.StallTimeout + time.Minute)) }
+				if rep, err := j.Clean(context.Background()); err != nil || len(rep.Stalled) != 1 {
+					e.t.Fatalf("stall %d: %+v %v", i+1, rep, err)
+				}
+				if i == 0 {
+					if lost, ok := e.bus.pop(); !ok || lost.queue != incident.StageFailed {
+						e.t.Fatalf("no rollback queued: %+v", lost)
+					}
+				}
+			}
 		}},
 	}
 	for _, tc := range cases {

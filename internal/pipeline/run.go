@@ -342,7 +342,7 @@ func (r *run) escalate(ctx context.Context, cause error) error {
 		return nil
 	}
 	if err := r.append(ctx, incident.EventFailed, detail{Reason: clip(cause.Error(), 1000), Artifacts: nonEmpty(r.made), RollbackQueued: true,
-		MessageID: r.d.MessageID}, ""); err != nil {
+		MessageID: r.d.MessageID, Attempt: escalateAttempt}, ""); err != nil {
 		return err
 	}
 	msg := r.nextMessage(incident.StageFailed, merge(r.msg.Artifacts, r.made))
