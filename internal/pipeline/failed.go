@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/vmrescue/vmrescue/internal/armerr"
+	"github.com/vmrescue/vmrescue/internal/audit"
 	"github.com/vmrescue/vmrescue/internal/incident"
 	"github.com/vmrescue/vmrescue/internal/lifecycle"
 	"github.com/vmrescue/vmrescue/internal/resourceid"
@@ -103,19 +104,24 @@ func (p *Pipeline) rollback(ctx context.Context, r *run) error {
 	return r.end(ctx, state, incident.EventRolledBack, incident.OutcomeRolledBack, reason, typ)
 }
 
-// staleDeadLetter handles, before the Failed stage starts, a dead letter that carries no failure
-// of the incident. A dead letter says that one message failed on every delivery (in chaos, its
-// deliveries died with the handler). When the incident is over, or the message's stage completed
-// and went on, rolling back would undo a repair: the incident is left as it is, and a completed
-// stage's next message is sent again (duplicate detection absorbs it when it went out), as a
-// redelivery would have. It makes nothing, so it records no "started" (overlap.go).
-func (r *run) staleDeadLetter(ctx context.Context) (bool, error) {
-	if r.msg.Stage == incident.StageFailed {
-		return false, nil
-	}
-	if r.state != incident.StateActive {
+// nothingToRollBack handles, before the Failed stage starts, a delivery with nothing to undo, and
+// makes nothing, so it records no "started" (overlap.go):
+//   - The incident is over and no rollback was requested since it ended: another Failed
+//     delivery rolled it back (a dead letter and an escalation, or a rollback's retry, arriving
+//     after it), or it closed. A late dead letter of a closed incident would otherwise undo a
+//     repair. RemediationRollback's request records itself first, so a rollback asked for after
+//     the end still runs.
+//   - A dead letter of a stage that completed and went on. A dead letter says that one message
+//     failed on every delivery (in chaos, its deliveries died with the handler), not that the
+//     incident failed: the stage's next message is sent again, as a redelivery would have
+//     (duplicate detection absorbs it when it went out), and nothing is rolled back.
+func (r *run) nothingToRollBack(ctx context.Context) (bool, error) {
+	if r.state != incident.StateActive && !rollbackRequestedSinceEnd(r.recs) {
 		return true, r.append(ctx, incident.EventSkipped, detail{MessageID: r.d.MessageID, Reason: fmt.Sprintf(
-			"the %s stage's message was dead-lettered after the incident ended (%s): nothing to roll back", r.msg.Stage, r.state)}, "")
+			"the incident is %s and no rollback was requested since it ended (message from the %s stage): nothing to roll back", r.state, r.msg.Stage)}, "")
+	}
+	if r.msg.Stage == incident.StageFailed || r.state != incident.StateActive {
+		return false, nil
 	}
 	done, ok := completion(r.recs, r.msg.Stage)
 	if !ok {
@@ -127,6 +133,21 @@ func (r *run) staleDeadLetter(ctx context.Context) (bool, error) {
 		return true, err
 	}
 	return true, r.resend(ctx, done)
+}
+
+// rollbackRequestedSinceEnd reports a RemediationRollback request recorded after the incident's
+// last closing or rolled-back record.
+func rollbackRequestedSinceEnd(recs []audit.Record) bool {
+	end, req := -1, -1
+	for i, rec := range recs {
+		switch {
+		case rec.Event == incident.EventClosed || rec.Event == incident.EventRolledBack:
+			end = i
+		case rec.Stage == rollbackRequestStage && rec.Event == incident.EventStarted:
+			req = i
+		}
+	}
+	return req > end
 }
 
 // rollbackQueued reports a failure record after which a rollback was queued.

@@ -123,13 +123,14 @@ type delivery struct {
 }
 
 // openDeliveries lists the deliveries of the six stages in recs that started less than
-// inFlightWindow before now and have not ended, except those of message except (a dead-lettered
-// message, whose deliveries are over). A delivery ends with a record of its stage that names its
-// message (completed, scheduled again, failed, absorbed, the incident closed); a record of its
-// stage that ends the stage without naming a message (a completion or a terminal failure) ends
+// inFlightWindow before now and have not ended, except those of the messages in over
+// (dead-lettered messages, whose deliveries are all over). A delivery ends with a record of its
+// stage that names its message (scheduled again, absorbed, a transient failure), or with a
+// record that ends the stage (a completion, a terminal failure, the incident closed), which ends
 // all of the stage's deliveries before it. A delivery that died leaves a "started" record only:
-// its redelivery ends it, or inFlightWindow, the bound of any delivery, passes.
-func openDeliveries(recs []audit.Record, now time.Time, except string) []delivery {
+// its redelivery ends it, its message is dead-lettered, or inFlightWindow, the bound of any
+// delivery, passes.
+func openDeliveries(recs []audit.Record, now time.Time, over map[string]bool) []delivery {
 	var open []delivery
 	for _, rec := range recs {
 		if !slices.Contains(incident.Stages, incident.Stage(rec.Stage)) {
@@ -146,15 +147,32 @@ func openDeliveries(recs []audit.Record, now time.Time, except string) []deliver
 			continue // progress inside a delivery
 		}
 		switch {
+		case d.Completed || rec.Event == incident.EventFailed:
+			// The stage completed or failed: a delivery of it that started earlier and did not
+			// end would have held this one back (inFlight), so it is over.
+			open = slices.DeleteFunc(open, func(o delivery) bool { return o.stage == rec.Stage })
 		case d.MessageID != "":
 			open = slices.DeleteFunc(open, func(o delivery) bool { return o.stage == rec.Stage && o.messageID == d.MessageID })
-		case d.Completed || rec.Event == incident.EventFailed:
-			open = slices.DeleteFunc(open, func(o delivery) bool { return o.stage == rec.Stage })
 		}
 	}
 	return slices.DeleteFunc(open, func(o delivery) bool {
-		return o.messageID == except || now.Sub(o.started) >= inFlightWindow
+		return over[o.messageID] || now.Sub(o.started) >= inFlightWindow
 	})
+}
+
+// deadLettered lists the messages whose deliveries are all over because they were dead-lettered:
+// own (the message of this Failed delivery) and those whose dead letters another Failed delivery
+// recorded, before or since this one started.
+func deadLettered(recs []audit.Record, own string) map[string]bool {
+	out := map[string]bool{own: true}
+	for _, rec := range recs {
+		if rec.Stage == string(incident.StageFailed) && rec.Event == incident.EventFailed {
+			if id := detailOf(rec).MessageID; id != "" {
+				out[id] = true
+			}
+		}
+	}
+	return out
 }
 
 // awaitStages asks the Failed stage to wait while a stage delivery that started before it is
@@ -164,7 +182,7 @@ func (r *run) awaitStages(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read audit trail: %w", err)
 	}
-	open := openDeliveries(recs[:r.ownStart(recs)], r.began, r.d.MessageID)
+	open := openDeliveries(recs[:r.ownStart(recs)], r.began, deadLettered(recs, r.d.MessageID))
 	if len(open) == 0 {
 		return nil
 	}

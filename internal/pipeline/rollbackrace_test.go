@@ -282,3 +282,55 @@ func TestStaleDeadLetter(t *testing.T) {
 		})
 	}
 }
+
+// TestTwoRollbacks: a duplicate of a RescueAttach message dies mid-delivery (its "started" record
+// stays) while the original is dead-lettered, and then the duplicate is dead-lettered too: two
+// Failed deliveries for one incident. The first waits for the duplicate; the second knows the
+// duplicate's deliveries are over and rolls back; the first's retry, finding the incident rolled
+// back, does nothing. The incident is rolled back once, with one event.
+func TestTwoRollbacks(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	id, original := e.reach(scenario{stage: incident.StageRescueAttach, vm: "app-web-01"})
+	g := newGate()
+	held := e.newPipeline(func(next policy.Transporter) policy.Transporter {
+		return &gatedTransport{next: next, op: "VirtualMachines.BeginAttachDetachDataDisks", g: g}
+	})
+	e.newPipeline(nil)
+	dup := original
+	dup.id = original.id + "-dup"
+	ctx, die := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.run(held, ctx, dup, 1) }()
+	g.await(t)
+
+	e.bus.deadLetter(original)
+	e.deliverFailed()
+	if s := e.state(id); s != incident.StateActive {
+		t.Fatalf("the first rollback did not wait for the duplicate: incident %s", s)
+	}
+	die() // the duplicate's handler dies: no record ends its delivery
+	close(g.release)
+	if err := <-done; err == nil {
+		t.Fatal("the dying delivery succeeded")
+	}
+	e.bus.deadLetter(dup)
+	e.drain(e.pipeline())
+
+	if s := e.state(id); s != incident.StateFailed {
+		t.Fatalf("incident %s, want failed", s)
+	}
+	rolledBack := 0
+	for _, r := range e.records(id) {
+		if r.Event == incident.EventRolledBack {
+			rolledBack++
+		}
+	}
+	if rolledBack != 1 {
+		t.Errorf("%d rolled-back records, want 1", rolledBack)
+	}
+	if ev := e.events.types(); len(ev) != 1 {
+		t.Errorf("lifecycle events %v, want one", ev)
+	}
+	e.checkClean(id)
+}

@@ -155,7 +155,7 @@ func (p *Pipeline) begin(ctx context.Context, stage incident.Stage, msg incident
 		if other, ok := r.inFlight(); ok {
 			return r, false, wait(inFlightWait, "delivery %s of this stage is still running", other)
 		}
-	} else if stale, err := r.staleDeadLetter(ctx); stale || err != nil {
+	} else if none, err := r.nothingToRollBack(ctx); none || err != nil {
 		return r, false, err
 	}
 	if err := r.append(ctx, incident.EventStarted, map[string]any{
