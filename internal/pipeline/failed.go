@@ -27,7 +27,7 @@ func (p *Pipeline) rollback(ctx context.Context, r *run) error {
 		return r.note(ctx, "the incident was rejected at intake: nothing to roll back")
 	}
 	deadLetter := r.msg.Stage != incident.StageFailed
-	if deadLetter {
+	if deadLetter && !r.deadLetterRecorded() {
 		reason := fmt.Sprintf("the %s stage's message %s was dead-lettered: it failed on every delivery", r.msg.Stage, r.d.MessageID)
 		if err := r.append(ctx, incident.EventFailed, detail{Reason: reason, RollbackQueued: true, MessageID: r.d.MessageID}, ""); err != nil {
 			return err
@@ -148,6 +148,16 @@ func rollbackRequestedSinceEnd(recs []audit.Record) bool {
 		}
 	}
 	return req > end
+}
+
+// deadLetterRecorded reports that an earlier delivery of this dead letter recorded it.
+func (r *run) deadLetterRecorded() bool {
+	for _, rec := range r.recs {
+		if rec.Stage == string(incident.StageFailed) && rec.Event == incident.EventFailed && detailOf(rec).MessageID == r.d.MessageID {
+			return true
+		}
+	}
+	return false
 }
 
 // rollbackQueued reports a failure record after which a rollback was queued.

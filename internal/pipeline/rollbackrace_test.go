@@ -177,6 +177,23 @@ func TestRollbackNeverLost(t *testing.T) {
 			}
 			e.bus.redeliver(d)
 		}},
+		{"dead letter's rollback redelivered", func(e *env, d delivered) {
+			e.bus.deadLetter(d)
+			unavailable := faultRule{op: "VirtualMachines.Get", status: 500, code: "InternalServerError", times: 4}
+			if got, _ := e.step(e.newPipeline((&faultTransport{rules: []*faultRule{&unavailable}}).wrap)); got.err == nil {
+				e.t.Fatal("want a transient failure of the rollback")
+			}
+			e.drain(e.newPipeline(nil))
+			recorded := 0
+			for _, r := range e.records(d.msg.IncidentID) {
+				if r.Stage == string(incident.StageFailed) && r.Event == incident.EventFailed {
+					recorded++
+				}
+			}
+			if recorded != 1 {
+				e.t.Errorf("the dead letter was recorded %d times, want once", recorded)
+			}
+		}},
 		{"janitor's rollback lost, the incident stalls again", func(e *env, _ delivered) {
 			// The RescueAttach message is lost; so is the rollback the Janitor queues for the
 			// stall (dead-lettered on the failed queue, where nothing forwards it).
