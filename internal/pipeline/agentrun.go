@@ -77,6 +77,8 @@ func (p *Pipeline) agentURL(ctx context.Context) (string, string, error) {
 		return "", "", err
 	}
 	name := AgentBlobName(a.sha256)
+	p.agentUpload.Lock()
+	defer p.agentUpload.Unlock()
 	ok, size, err := p.Blobs.Exists(ctx, p.Config.ToolsContainer, name)
 	if err != nil {
 		return "", "", err

@@ -155,6 +155,9 @@ type Pipeline struct {
 	agentOnce sync.Once
 	agent     agentFile
 	agentErr  error
+	// agentUpload makes concurrent deliveries wait for one upload of the agent binary instead of
+	// each sending it.
+	agentUpload sync.Mutex
 
 	containersMu    sync.Mutex
 	containersReady bool
