@@ -47,6 +47,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&s.Chaos.VMs, "chaos-vms", 40, "chaos: crashing VMs")
 	fs.Float64Var(&s.Chaos.FaultRate, "chaos-faults", 0.10, "chaos: ARM fault rate")
 	fs.IntVar(&s.Chaos.Kills, "chaos-kills", 20, "chaos: SIGKILLs of the handler")
+	fs.DurationVar(&s.Chaos.KillUptime, "chaos-kill-uptime", 3*time.Second, "chaos: the longest the handler runs before a kill (each at a random point up to it)")
 	fs.IntVar(&s.Capacity.VMs, "capacity-vms", 200, "capacity: crashing VMs")
 	fs.IntVar(&s.Capacity.RescueVMs, "capacity-rescue", 4, "capacity: rescue VMs (8 LUNs each)")
 	fs.IntVar(&s.Capacity.WritesPerHour, "capacity-writes", 1200, "capacity: ARM writes per hour per subscription")

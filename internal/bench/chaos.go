@@ -2,10 +2,14 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+	"github.com/vmrescue/vmrescue/internal/audit"
 	"github.com/vmrescue/vmrescue/internal/azsim"
 	"github.com/vmrescue/vmrescue/internal/demo"
 	"github.com/vmrescue/vmrescue/internal/hostproto"
@@ -23,7 +27,16 @@ type ChaosOptions struct {
 	// detection, which the stage must survive by itself).
 	Duplicates float64
 	RescueVMs  int // rescue VMs of 32 LUNs (default 4)
+	// KillUptime bounds how long the handler runs between becoming ready and its kill (default
+	// 3 s): each kill falls at a random point between an eighth of it and all of it. A small
+	// bound plays a crash loop (400 ms was the first version of this scenario): the handler,
+	// restarted after a backoff that grows to 5 s, dies before most deliveries can finish, and a
+	// message killed on MaxDeliveryCount deliveries in a row is dead-lettered.
+	KillUptime time.Duration
 }
+
+// minKillUptime bounds KillUptime from below.
+const minKillUptime = 50 * time.Millisecond
 
 func (c *ChaosOptions) defaults() {
 	if c.VMs <= 0 {
@@ -43,6 +56,10 @@ func (c *ChaosOptions) defaults() {
 	if c.RescueVMs <= 0 {
 		c.RescueVMs = 4
 	}
+	if c.KillUptime <= 0 {
+		c.KillUptime = 3 * time.Second
+	}
+	c.KillUptime = max(c.KillUptime, minKillUptime)
 }
 
 // stageQueues are the queues whose messages the chaos scenario duplicates.
@@ -54,7 +71,8 @@ var stageQueues = []string{"snapshot", "rescue-attach", "offline-patch", "reatta
 func Chaos(ctx context.Context, o Options, co ChaosOptions) (Result, error) {
 	co.defaults()
 	res := Result{Scenario: "chaos", Params: map[string]any{"vms": co.VMs, "faultRate": co.FaultRate, "kills": co.Kills,
-		"duplicates": co.Duplicates, "rescueVms": co.RescueVMs, "timeScale": o.scale(), "seed": o.Seed}}
+		"duplicates": co.Duplicates, "rescueVms": co.RescueVMs, "timeScale": o.scale(), "seed": o.Seed,
+		"killUptime": co.KillUptime.String()}}
 	fleet, err := makeFleet(co.VMs, co.RescueVMs, wideRescue)
 	if err != nil {
 		return res, err
@@ -83,7 +101,7 @@ func Chaos(ctx context.Context, o Options, co ChaosOptions) (Result, error) {
 	var dupSame, dupNew int
 	killed := make(chan struct{})
 	duped := make(chan struct{})
-	go func() { defer close(killed); kills = killer(cctx, env, rng, co.Kills, o) }()
+	go func() { defer close(killed); kills = killer(cctx, env, rng, co.Kills, co.KillUptime, o) }()
 	go func() {
 		defer close(duped)
 		dupSame, dupNew = duplicator(cctx, env, rand.New(rand.NewPCG(uint64(o.Seed), 0xd0b)), co.Duplicates)
@@ -128,25 +146,80 @@ func Chaos(ctx context.Context, o Options, co ChaosOptions) (Result, error) {
 	res.check("all kills delivered", len(kills) == co.Kills, fmt.Sprintf("%d of %d", len(kills), co.Kills))
 	a.checkSafety(&res)
 	res.Notes = append(res.Notes, fmt.Sprintf("Kill points (time since start: what was running): %v", kills))
+	if why, err := whyFailed(context.Background(), env); err != nil {
+		res.Notes = append(res.Notes, "Why incidents failed: not read: "+err.Error())
+	} else if len(why) > 0 {
+		res.Notes = append(res.Notes, "Why incidents failed (the record that queued each rollback): "+strings.Join(why, "; "))
+	}
 	res.finish(t0)
 	return res, nil
 }
 
-// killer SIGKILLs the handler child n times at random points while incidents run, each time once
-// the host has restarted it, and returns what each kill hit.
-func killer(ctx context.Context, env *demo.Env, rng *rand.Rand, n int, o Options) []string {
+// whyFailed reads, for each failed incident of the run, the record that queued its rollback.
+func whyFailed(ctx context.Context, env *demo.Env) ([]string, error) {
+	blobs, err := azblob.NewClientFromConnectionString(env.Stack.StorageConnectionString, nil)
+	if err != nil {
+		return nil, err
+	}
+	trail := audit.New(blobs, audit.DefaultContainer)
+	ids, err := trail.List(ctx, incident.StateFailed)
+	if err != nil {
+		return nil, err
+	}
+	mine := "/subscriptions/" + strings.ToLower(env.Fleet.SubscriptionID) + "/"
+	var out []string
+	for _, id := range ids {
+		recs, err := trail.Read(ctx, id)
+		if err != nil || len(recs) == 0 || !strings.HasPrefix(strings.ToLower(recs[0].VMResourceID), mine) {
+			continue
+		}
+		why := "no failure record"
+		for _, r := range recs {
+			var d struct {
+				Reason         string `json:"reason"`
+				RollbackQueued bool   `json:"rollbackQueued"`
+			}
+			if r.Event == incident.EventFailed && json.Unmarshal(r.Detail, &d) == nil && d.RollbackQueued {
+				why = r.Stage + ": " + firstLine(d.Reason, 160)
+				break
+			}
+		}
+		out = append(out, id+" ("+why+")")
+	}
+	return out, nil
+}
+
+func firstLine(s string, n int) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return s
+}
+
+// killer SIGKILLs the handler child n times while incidents run, each at a random point of the
+// handler's run once the host has restarted it (an eighth of uptime to uptime after it became
+// ready), and returns what each kill hit.
+func killer(ctx context.Context, env *demo.Env, rng *rand.Rand, n int, uptime time.Duration, o Options) []string {
 	var hits []string
 	t0 := time.Now()
 	for len(hits) < n {
-		// A random point: 50 to 400 ms apart, so the kills spread over the run.
+		child := env.Stack.Host.Child()
+		if child == nil || !child.Ready() {
+			select {
+			case <-ctx.Done():
+				return hits
+			case <-time.After(20 * time.Millisecond):
+			}
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return hits
-		case <-time.After(time.Duration(50+rng.IntN(350)) * time.Millisecond):
+		case <-time.After(uptime/8 + time.Duration(rng.Int64N(int64(uptime-uptime/8)+1))):
 		}
-		child := env.Stack.Host.Child()
-		if child == nil || !child.Ready() {
-			continue
+		if c := env.Stack.Host.Child(); c == nil || c.PID() != child.PID() || !c.Ready() {
+			continue // it died by itself meanwhile: start over with the next one
 		}
 		st := env.Stack.Host.Status()
 		what := "idle"

@@ -3,7 +3,6 @@ package pipeline
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
@@ -11,6 +10,7 @@ import (
 	"github.com/vmrescue/vmrescue/internal/armclient"
 	"github.com/vmrescue/vmrescue/internal/armerr"
 	"github.com/vmrescue/vmrescue/internal/disks"
+	"github.com/vmrescue/vmrescue/internal/incident"
 	"github.com/vmrescue/vmrescue/internal/resourceid"
 	"github.com/vmrescue/vmrescue/internal/snapshots"
 	"github.com/vmrescue/vmrescue/internal/vms"
@@ -130,12 +130,21 @@ func (r *run) attach(ctx context.Context, rescue resourceid.ID, diskID string, l
 		}
 		return &waitError{reason: "rescue VM " + rescue.Name + " is at its data-disk limit", delay: capacityWait, unbounded: true}
 	}
-	if err != nil && armerr.Status(err) == http.StatusConflict {
-		// Another delivery of the same stage (a duplicate message, or the harvest a crash alert
-		// brought forward racing the scheduled one) attached it first: already there is done.
+	if err != nil && ctx.Err() == nil {
+		// The attach may have been made all the same: by a request that timed out after ARM
+		// applied it (the SDK's retry then finds the LUN taken, by this very disk), or by another
+		// delivery of the same stage. Already there is done. A LUN taken by another disk (one
+		// attached without a reservation) is given back, and the stage waits for capacity.
 		if vm, gerr := r.p.getVM(ctx, rescue, false); gerr == nil {
 			if at, ok := vm.LUNOf(diskID); ok && at == lun {
-				return nil
+				return r.found(ctx, "VirtualMachines.BeginAttachDetachDataDisks", rescue.String())
+			}
+			if other, taken := vm.DataDiskAt(lun); taken && !strings.EqualFold(other.DiskID, diskID) {
+				if rerr := r.p.Locks.ReleaseLUN(ctx, rescue.String(), lun, r.msg.IncidentID); rerr != nil && !isNotHolder(rerr) {
+					return fmt.Errorf("release LUN %d of %s: %w", lun, rescue.Name, rerr)
+				}
+				return &waitError{reason: fmt.Sprintf("LUN %d of rescue VM %s is taken by %s", lun, rescue.Name, other.DiskID),
+					delay: capacityWait, unbounded: true}
 			}
 		}
 	}
@@ -153,13 +162,28 @@ func (r *run) detach(ctx context.Context, rescue resourceid.ID, diskID string) e
 		return err
 	}
 	defer release()
-	return r.write(ctx, "VirtualMachines.BeginAttachDetachDataDisks", rescue.String(), func(ctx context.Context) error {
+	err = r.write(ctx, "VirtualMachines.BeginAttachDetachDataDisks", rescue.String(), func(ctx context.Context) error {
 		return lro(ctx, func(ctx context.Context) (*runtime.Poller[armcompute.VirtualMachinesClientAttachDetachDataDisksResponse], error) {
 			return az.VMs.BeginAttachDetachDataDisks(ctx, rescue.ResourceGroup, rescue.Name, armcompute.AttachDetachDataDisksRequest{
 				DataDisksToDetach: []*armcompute.DataDisksToDetach{{DiskID: &diskID}},
 			}, nil)
 		})
 	})
+	if err != nil && ctx.Err() == nil {
+		// A detach that timed out after ARM applied it answers "not attached" on the SDK's retry:
+		// already gone is done.
+		if vm, gerr := r.p.getVM(ctx, rescue, false); gerr == nil {
+			if _, ok := vm.LUNOf(diskID); !ok {
+				return r.gone(ctx, "VirtualMachines.BeginAttachDetachDataDisks", rescue.String())
+			}
+		}
+	}
+	return err
+}
+
+// gone records that what a write would undo is already undone (an earlier request did it).
+func (r *run) gone(ctx context.Context, op, resourceID string) error {
+	return r.append(ctx, incident.EventSkipped, detail{Operation: op, ResourceID: resourceID, Reason: "already done: made by an earlier request"}, "")
 }
 
 // deleteDisk deletes a disk the incident made. It never deletes anything else: the name must be

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/vmrescue/vmrescue/internal/armerr"
+	"github.com/vmrescue/vmrescue/internal/audit"
 	"github.com/vmrescue/vmrescue/internal/incident"
 	"github.com/vmrescue/vmrescue/internal/lifecycle"
 	"github.com/vmrescue/vmrescue/internal/resourceid"
@@ -26,11 +27,16 @@ func (p *Pipeline) rollback(ctx context.Context, r *run) error {
 		return r.note(ctx, "the incident was rejected at intake: nothing to roll back")
 	}
 	deadLetter := r.msg.Stage != incident.StageFailed
-	if deadLetter {
-		reason := fmt.Sprintf("the %s stage's message was dead-lettered after %d deliveries", r.msg.Stage, r.d.DeliveryCount)
-		if err := r.append(ctx, incident.EventFailed, detail{Reason: reason, RollbackQueued: true}, ""); err != nil {
+	if deadLetter && !r.deadLetterRecorded() {
+		reason := fmt.Sprintf("the %s stage's message %s was dead-lettered: it failed on every delivery", r.msg.Stage, r.d.MessageID)
+		if err := r.append(ctx, incident.EventFailed, detail{Reason: reason, RollbackQueued: true, MessageID: r.d.MessageID}, ""); err != nil {
 			return err
 		}
+	}
+	// A stage delivery that started before this one may still be making something: wait for it,
+	// so that what it makes is undone here (overlap.go).
+	if err := r.awaitStages(ctx); err != nil {
+		return err
 	}
 	a := merge(summarize(r.msg.IncidentID, r.recs).Artifacts, r.msg.Artifacts)
 	patched := diskID(r.vm, incident.RescueDiskName(r.msg.IncidentID))
@@ -96,6 +102,62 @@ func (p *Pipeline) rollback(ctx context.Context, r *run) error {
 		reason += "; the original OS disk is back"
 	}
 	return r.end(ctx, state, incident.EventRolledBack, incident.OutcomeRolledBack, reason, typ)
+}
+
+// nothingToRollBack handles, before the Failed stage starts, a delivery with nothing to undo, and
+// makes nothing, so it records no "started" (overlap.go):
+//   - The incident is over and no rollback was requested since it ended: another Failed
+//     delivery rolled it back (a dead letter and an escalation, or a rollback's retry, arriving
+//     after it), or it closed. A late dead letter of a closed incident would otherwise undo a
+//     repair. RemediationRollback's request records itself first, so a rollback asked for after
+//     the end still runs.
+//   - A dead letter of a stage that completed and went on. A dead letter says that one message
+//     failed on every delivery (in chaos, its deliveries died with the handler), not that the
+//     incident failed: the stage's next message is sent again, as a redelivery would have
+//     (duplicate detection absorbs it when it went out), and nothing is rolled back.
+func (r *run) nothingToRollBack(ctx context.Context) (bool, error) {
+	if r.state != incident.StateActive && !rollbackRequestedSinceEnd(r.recs) {
+		return true, r.append(ctx, incident.EventSkipped, detail{MessageID: r.d.MessageID, Reason: fmt.Sprintf(
+			"the incident is %s and no rollback was requested since it ended (message from the %s stage): nothing to roll back", r.state, r.msg.Stage)}, "")
+	}
+	if r.msg.Stage == incident.StageFailed || r.state != incident.StateActive {
+		return false, nil
+	}
+	done, ok := completion(r.recs, r.msg.Stage)
+	if !ok {
+		return false, nil
+	}
+	r.log.Info("dead letter of a stage that completed: no rollback", "deadLetterStage", string(r.msg.Stage))
+	if err := r.note(ctx, fmt.Sprintf("the %s stage's message %s was dead-lettered after the stage completed: no rollback",
+		r.msg.Stage, r.d.MessageID)); err != nil {
+		return true, err
+	}
+	return true, r.resend(ctx, done)
+}
+
+// rollbackRequestedSinceEnd reports a RemediationRollback request recorded after the incident's
+// last closing or rolled-back record.
+func rollbackRequestedSinceEnd(recs []audit.Record) bool {
+	end, req := -1, -1
+	for i, rec := range recs {
+		switch {
+		case rec.Event == incident.EventClosed || rec.Event == incident.EventRolledBack:
+			end = i
+		case rec.Stage == rollbackRequestStage && rec.Event == incident.EventStarted:
+			req = i
+		}
+	}
+	return req > end
+}
+
+// deadLetterRecorded reports that an earlier delivery of this dead letter recorded it.
+func (r *run) deadLetterRecorded() bool {
+	for _, rec := range r.recs {
+		if rec.Stage == string(incident.StageFailed) && rec.Event == incident.EventFailed && detailOf(rec).MessageID == r.d.MessageID {
+			return true
+		}
+	}
+	return false
 }
 
 // rollbackQueued reports a failure record after which a rollback was queued.

@@ -22,6 +22,14 @@ import (
 // janitorBudget bounds one Janitor run; what it does not reach, the next run does.
 const janitorBudget = 10 * time.Minute
 
+// janitorStage is the trail stage of the Janitor's records.
+const janitorStage = "janitor"
+
+// janitorRetryBase sets apart the Attempts of the rollbacks the Janitor queues for an incident it
+// finds stalled again (its first is janitorAttempt): a repeat must not be taken by duplicate
+// detection for the first, which may have been lost (dead-lettered on the failed queue).
+const janitorRetryBase = 200
+
 // janitor is the timer-triggered cleanup.
 type janitor struct{ p *Pipeline }
 
@@ -127,13 +135,20 @@ func (c *cleaner) stalls(ctx context.Context) error {
 // stalled marks an incident failed and queues its rollback.
 func (p *Pipeline) stalled(ctx context.Context, id string, recs []audit.Record, last time.Time) error {
 	v := summarize(id, recs)
-	if _, err := p.Trail.Append(ctx, id, audit.Entry{VMResourceID: v.VMResourceID, Stage: "janitor", Event: incident.EventFailed,
-		Detail: detail{Reason: fmt.Sprintf("no progress since %s (stall timeout %s)", last.Format(time.RFC3339), p.Config.StallTimeout), RollbackQueued: true}}); err != nil {
+	attempt := janitorAttempt
+	for _, rec := range recs {
+		if rec.Stage == janitorStage && rec.Event == incident.EventFailed && detailOf(rec).RollbackQueued {
+			attempt = max(attempt+1, janitorRetryBase+1)
+		}
+	}
+	if _, err := p.Trail.Append(ctx, id, audit.Entry{VMResourceID: v.VMResourceID, Stage: janitorStage, Event: incident.EventFailed,
+		Detail: detail{Reason: fmt.Sprintf("no progress since %s (stall timeout %s)", last.Format(time.RFC3339), p.Config.StallTimeout),
+			RollbackQueued: true, Attempt: attempt}}); err != nil {
 		return fmt.Errorf("janitor: record stall of %s: %w", id, err)
 	}
 	msg := incident.Message{Version: incident.MessageVersion, IncidentID: id, VMResourceID: v.VMResourceID,
 		Stage: incident.StageFailed, Trigger: trigOf(v.Trigger), DryRun: v.DryRun, Artifacts: v.Artifacts}
-	if err := p.Bus.Send(ctx, msg, bus.SendOptions{Attempt: janitorAttempt}); err != nil {
+	if err := p.Bus.Send(ctx, msg, bus.SendOptions{Attempt: attempt}); err != nil {
 		return fmt.Errorf("janitor: queue rollback of %s: %w", id, err)
 	}
 	p.log().Warn("stalled incident failed, rollback queued", "incidentId", id, "lastActivity", last)
@@ -321,7 +336,7 @@ func (c *cleaner) record(ctx context.Context, incidentID, event string, d detail
 	if vm == "" {
 		return
 	}
-	if _, err := c.p.Trail.Append(ctx, incidentID, audit.Entry{VMResourceID: vm, Stage: "janitor", Event: event, Detail: d}); err != nil {
+	if _, err := c.p.Trail.Append(ctx, incidentID, audit.Entry{VMResourceID: vm, Stage: janitorStage, Event: event, Detail: d}); err != nil {
 		c.p.log().Warn("janitor: record not written", "incidentId", incidentID, "err", err)
 	}
 }

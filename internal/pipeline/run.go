@@ -148,6 +148,9 @@ func (p *Pipeline) begin(ctx context.Context, stage incident.Stage, msg incident
 			r.log.Info("message absorbed: incident no longer active", "state", state)
 			return r, false, r.append(ctx, incident.EventSkipped, detail{Reason: "incident is " + state + ": message absorbed", MessageID: d.MessageID}, "")
 		}
+		if mark, ok := rollbackMark(recs); ok {
+			return r, false, r.yieldToRollback(ctx, mark, recs)
+		}
 		if done, ok := r.completed(); ok {
 			r.log.Info("stage already completed: re-sending the next stage's message")
 			return r, false, r.resend(ctx, done)
@@ -155,6 +158,8 @@ func (p *Pipeline) begin(ctx context.Context, stage incident.Stage, msg incident
 		if other, ok := r.inFlight(); ok {
 			return r, false, wait(inFlightWait, "delivery %s of this stage is still running", other)
 		}
+	} else if none, err := r.nothingToRollBack(ctx); none || err != nil {
+		return r, false, err
 	}
 	if err := r.append(ctx, incident.EventStarted, map[string]any{
 		"messageId": d.MessageID, "deliveryCount": d.DeliveryCount, "dryRun": msg.DryRun,
@@ -162,38 +167,42 @@ func (p *Pipeline) begin(ctx context.Context, stage incident.Stage, msg incident
 		return nil, false, err
 	}
 	if stage != incident.StageFailed {
-		// The check above and the "started" record are not one step: two deliveries that read
+		// The checks above and the "started" record are not one step: two deliveries that read
 		// the trail at the same moment (the scheduled HarvestDump and the one a crash alert
-		// brought forward, or a duplicate message) both pass it. The trail orders their
-		// "started" records; the later one yields to the earlier.
-		if other, ok := r.startedBefore(ctx); ok {
+		// brought forward, or a duplicate message) both pass them, and so does a delivery that
+		// read the trail just before a rollback began. The trail orders the "started" records:
+		// read it back; a rollback marked before this delivery started wins (see overlap.go),
+		// and of two deliveries of this stage the later one yields to the earlier.
+		recs, err := p.Trail.Read(ctx, msg.IncidentID)
+		if err != nil {
+			return r, false, fmt.Errorf("read audit trail: %w", err)
+		}
+		before := recs[:r.ownStart(recs)]
+		if mark, ok := rollbackMark(before); ok {
+			return r, false, r.yieldToRollback(ctx, mark, recs)
+		}
+		if other, ok := r.startedBefore(before); ok {
 			return r, false, wait(inFlightWait, "delivery %s of this stage started first", other)
 		}
 	}
 	return r, true, nil
 }
 
-// startedBefore reports another delivery of this stage whose "started" record precedes this
-// one's and that has not ended.
-func (r *run) startedBefore(ctx context.Context) (string, bool) {
-	recs, err := r.p.Trail.Read(ctx, r.msg.IncidentID)
-	if err != nil {
-		return "", false // the stage's own reads will meet the same error
-	}
-	for i := len(recs) - 1; i >= 0; i-- {
-		if recs[i].Stage == string(r.stage) && recs[i].Event == incident.EventStarted && detailOf(recs[i]).MessageID == r.d.MessageID {
-			other := &run{stage: r.stage, d: r.d, began: r.began, recs: recs[:i]}
-			return other.inFlight()
-		}
-	}
-	return "", false
+// startedBefore reports another delivery of this stage, among the records before this one's
+// "started" record, that has not ended.
+func (r *run) startedBefore(before []audit.Record) (string, bool) {
+	other := &run{stage: r.stage, d: r.d, began: r.began, recs: before}
+	return other.inFlight()
 }
 
 // completed returns this stage's completion record, if the trail has one.
-func (r *run) completed() (detail, bool) {
-	for i := len(r.recs) - 1; i >= 0; i-- {
-		rec := r.recs[i]
-		if rec.Stage == string(r.stage) && rec.Event == incident.EventSucceeded {
+func (r *run) completed() (detail, bool) { return completion(r.recs, r.stage) }
+
+// completion returns a stage's completion record in recs.
+func completion(recs []audit.Record, stage incident.Stage) (detail, bool) {
+	for i := len(recs) - 1; i >= 0; i-- {
+		rec := recs[i]
+		if rec.Stage == string(stage) && rec.Event == incident.EventSucceeded {
 			if d := detailOf(rec); d.Completed {
 				return d, true
 			}
@@ -276,8 +285,10 @@ func (r *run) finish(ctx context.Context, err error) error {
 	if fault.IsTerminal(err) {
 		r.log.Error("stage failed terminally", "err", err)
 		if eerr := r.escalate(ctx, err); eerr != nil {
+			// Not acknowledged: the redelivery finds the failure record and sends the rollback
+			// (yieldToRollback), or fails again and records it.
 			r.log.Error("could not queue the rollback", "err", eerr)
-			return err
+			return fmt.Errorf("queue the rollback: %w (after: %s)", eerr, err.Error())
 		}
 		if r.stage != incident.StageFailed {
 			return fault.Recorded(err) // escalate wrote the failed record
@@ -290,6 +301,11 @@ func (r *run) finish(ctx context.Context, err error) error {
 		return r.retryLater(ctx, err.Error(), d, armerr.IsThrottled(err), err)
 	}
 	r.log.Warn("transient failure: the message will be redelivered", "err", err)
+	// The record ends this delivery on the trail: a rollback waiting for it goes on.
+	if aerr := r.append(ctx, incident.EventRetrying, detail{Reason: "transient failure: the message will be redelivered",
+		Error: clip(err.Error(), 500), MessageID: r.d.MessageID}, ""); aerr != nil {
+		r.log.Warn("transient failure not recorded", "err", aerr)
+	}
 	return err
 }
 
@@ -317,9 +333,13 @@ func (r *run) retryLater(ctx context.Context, reason string, delay time.Duration
 		Unbounded: unbounded, Artifacts: nonEmpty(r.made), MessageID: r.d.MessageID}, ""); err != nil {
 		return err
 	}
-	msg := r.msg
+	msg, attempt := r.msg, n
 	msg.Artifacts = merge(r.msg.Artifacts, r.made)
-	if err := r.p.Bus.Send(ctx, msg, bus.SendOptions{Attempt: n, ScheduledAt: at}); err != nil {
+	if r.stage == incident.StageFailed {
+		// A dead letter carries the stage it came from; its retry is the Failed stage's own.
+		msg.Stage, attempt = incident.StageFailed, rollbackRetryBase+n
+	}
+	if err := r.p.Bus.Send(ctx, msg, bus.SendOptions{Attempt: attempt, ScheduledAt: at}); err != nil {
 		return fmt.Errorf("schedule retry %d of %s: %w", n, r.stage, err)
 	}
 	r.log.Info("stage scheduled again", "attempt", n, "at", at, "reason", reason)
@@ -331,7 +351,8 @@ func (r *run) escalate(ctx context.Context, cause error) error {
 	if r.stage == incident.StageFailed {
 		return nil
 	}
-	if err := r.append(ctx, incident.EventFailed, detail{Reason: clip(cause.Error(), 1000), Artifacts: nonEmpty(r.made), RollbackQueued: true}, ""); err != nil {
+	if err := r.append(ctx, incident.EventFailed, detail{Reason: clip(cause.Error(), 1000), Artifacts: nonEmpty(r.made), RollbackQueued: true,
+		MessageID: r.d.MessageID, Attempt: escalateAttempt}, ""); err != nil {
 		return err
 	}
 	msg := r.nextMessage(incident.StageFailed, merge(r.msg.Artifacts, r.made))
@@ -347,7 +368,7 @@ func (r *run) refuse(ctx context.Context, ref *refusal) error {
 // complete records the stage's completion and sends the next stage's message, scheduled at at
 // when it is not zero.
 func (r *run) complete(ctx context.Context, next incident.Stage, at time.Time, attempt int) error {
-	d := detail{Completed: true, Next: next, Artifacts: nonEmpty(r.made), Attempt: attempt}
+	d := detail{Completed: true, Next: next, Artifacts: nonEmpty(r.made), Attempt: attempt, MessageID: r.d.MessageID}
 	if !at.IsZero() {
 		d.ScheduledAt, d.NotBefore = &at, &at
 	}
@@ -383,7 +404,8 @@ func (r *run) end(ctx context.Context, state, event, outcome, reason, eventType 
 		return fmt.Errorf("release VM lock: %w", err)
 	}
 	r.made.Outcome = outcome
-	if err := r.append(ctx, event, detail{Completed: true, Outcome: outcome, Reason: clip(reason, 1000), Artifacts: nonEmpty(r.made)}, state); err != nil {
+	if err := r.append(ctx, event, detail{Completed: true, Outcome: outcome, Reason: clip(reason, 1000), Artifacts: nonEmpty(r.made),
+		MessageID: r.d.MessageID}, state); err != nil {
 		return err
 	}
 	r.log.Info("incident ended", "state", state, "outcome", outcome)
