@@ -41,6 +41,7 @@ type Server struct {
 	cmd     *exec.Cmd
 	done    chan struct{}
 	logs    *tailBuffer
+	dir     string // Azurite's working directory (its blob files, on disk), removed when it exits
 }
 
 // ConnectionString is the connection string for the development account on this server.
@@ -87,7 +88,15 @@ func Executable() (string, error) {
 }
 
 // Start launches azurite-blob in memory on 127.0.0.1 at a free port and waits until it answers.
-func Start(ctx context.Context) (*Server, error) {
+func Start(ctx context.Context) (*Server, error) { return startAny(ctx, false) }
+
+// StartOnDisk is Start with the blobs kept in files under a temporary directory, removed when
+// Azurite stops. For long runs that store gigabytes (the local stack, the benchmarks: 200
+// incidents each upload a simulated memory dump): in memory, Azurite's single Node process
+// slows to a halt near its heap limit and stops answering.
+func StartOnDisk(ctx context.Context) (*Server, error) { return startAny(ctx, true) }
+
+func startAny(ctx context.Context, onDisk bool) (*Server, error) {
 	exe, err := Executable()
 	if err != nil {
 		return nil, err
@@ -98,7 +107,7 @@ func Start(ctx context.Context) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		s, err := start(ctx, exe, port)
+		s, err := start(ctx, exe, port, onDisk)
 		if err == nil {
 			return s, nil
 		}
@@ -107,16 +116,20 @@ func Start(ctx context.Context) (*Server, error) {
 	return nil, lastErr
 }
 
-func start(ctx context.Context, exe string, port int) (*Server, error) {
+func start(ctx context.Context, exe string, port int, onDisk bool) (*Server, error) {
 	dir, err := os.MkdirTemp("", "vmrescue-azurite-")
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe,
-		"--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(port),
-		"--skipApiVersionCheck", "--loose", "--inMemoryPersistence", "--disableTelemetry",
-		"--silent")
-	cmd.Dir = dir // in-memory persistence writes nothing, but keep any stray file out of the tree
+	args := []string{"--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(port),
+		"--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"}
+	if onDisk {
+		args = append(args, "--location", dir)
+	} else {
+		args = append(args, "--inMemoryPersistence")
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Dir = dir // keeps any stray file out of the tree; removed when Azurite exits
 	setProcessGroup(cmd)
 	logs := &tailBuffer{max: 8 << 10}
 	cmd.Stdout, cmd.Stderr = logs, logs
@@ -129,6 +142,7 @@ func start(ctx context.Context, exe string, port int) (*Server, error) {
 		cmd:     cmd,
 		done:    make(chan struct{}),
 		logs:    logs,
+		dir:     dir,
 	}
 	go func() {
 		_ = cmd.Wait()

@@ -90,7 +90,7 @@ func StartStack(ctx context.Context, opts StackOptions) (st *Stack, err error) {
 				return st, err
 			}
 		}
-		srv, err := azurite.Start(ctx)
+		srv, err := azurite.StartOnDisk(ctx) // a long local run stores gigabytes of dumps
 		if err != nil {
 			return st, fmt.Errorf("azurite: %w", err)
 		}
