@@ -63,8 +63,7 @@ func TestStormSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Every incident must end closed; see docs/benchmarks.md for the harvest race that can still
-	// fail one at high time scales (it then rolls back, which the safety checks cover).
+	// Without faults or kills every incident must end closed.
 	mustHold(t, r, "every incident closed")
 	if r.Params["events"] != 200 || len(r.Figures) == 0 {
 		t.Errorf("storm result lacks its figures: %+v", r)
