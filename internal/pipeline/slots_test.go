@@ -28,6 +28,14 @@ func writes(sim *azsim.Sim, op string) []azsim.Call {
 
 // activeIncident makes the trail of an active incident of a fleet VM, with no message queued: a
 // holder of a rescue VM's turn that is not stale.
+// holdSlot reserves a rescue VM's slot for an incident, as that incident's stage would.
+func (e *env) holdSlot(s lock.Slot, rescueVMID, incidentID string) {
+	e.t.Helper()
+	if ok, h, err := e.locks.ReserveSlot(context.Background(), s, rescueVMID, incidentID); err != nil || !ok {
+		e.t.Fatalf("reserve the %s slot for %s: taken by %s, %v", s, incidentID, h.IncidentID, err)
+	}
+}
+
 func (e *env) activeIncident(vmName string) string {
 	e.t.Helper()
 	id := incident.NewID(time.Now())
@@ -71,9 +79,7 @@ func TestAgentSlotTakenWaits(t *testing.T) {
 	other := e.activeIncident("app-api-01")
 	id, d := e.reach(scenario{stage: incident.StageOfflinePatch, vm: "app-web-01"})
 	rescue := d.msg.Artifacts.RescueVMID
-	if ok, _, err := e.locks.ReserveSlot(ctx, lock.SlotAgent, rescue, other); err != nil || !ok {
-		t.Fatalf("reserve for the other incident: %v %v", ok, err)
-	}
+	e.holdSlot(lock.SlotAgent, rescue, other)
 	p := e.newPipeline(nil)
 	e.sim.ResetCalls()
 	before := time.Now()
@@ -142,9 +148,7 @@ func TestAgentSlotStale(t *testing.T) {
 			holder := tc.holder(e)
 			id, d := e.reach(scenario{stage: incident.StageOfflinePatch, vm: "app-web-01"})
 			rescue := d.msg.Artifacts.RescueVMID
-			if ok, _, err := e.locks.ReserveSlot(ctx, lock.SlotAgent, rescue, holder); err != nil || !ok {
-				t.Fatalf("reserve: %v %v", ok, err)
-			}
+			e.holdSlot(lock.SlotAgent, rescue, holder)
 			p := e.newPipeline(nil)
 			if tc.later > 0 {
 				p.Now = func() time.Time { return time.Now().Add(tc.later) }
@@ -239,9 +243,7 @@ func TestThrottledWaitsWithoutBound(t *testing.T) {
 	other := e.activeIncident("app-api-01")
 	id, d := e.reach(scenario{stage: incident.StageOfflinePatch, vm: "app-web-01"})
 	rescue := d.msg.Artifacts.RescueVMID
-	if ok, _, err := e.locks.ReserveSlot(ctx, lock.SlotAgent, rescue, other); err != nil || !ok {
-		t.Fatalf("reserve: %v %v", ok, err)
-	}
+	e.holdSlot(lock.SlotAgent, rescue, other)
 	e.bus.redeliver(d)
 	p := e.newPipeline(nil)
 	const waits = 25 // more than maxScheduledRetries
@@ -292,9 +294,7 @@ func TestUpdateSlotSerialisesAttach(t *testing.T) {
 	other := e.activeIncident("app-api-01")
 	_, d := e.reach(scenario{stage: incident.StageRescueAttach, vm: "app-web-01"})
 	rescue := e.fleet.VMID(e.fleet.RescueVMs[0].Name) // zone 1, as app-web-01
-	if ok, _, err := e.locks.ReserveSlot(ctx, lock.SlotUpdate, rescue, other); err != nil || !ok {
-		t.Fatalf("reserve: %v %v", ok, err)
-	}
+	e.holdSlot(lock.SlotUpdate, rescue, other)
 	p := e.newPipeline(nil)
 	e.sim.ResetCalls()
 	var wg sync.WaitGroup
@@ -425,9 +425,7 @@ func TestUpdateSlotStaleWhenIdle(t *testing.T) {
 	other := e.activeIncident("app-api-01")
 	id, d := e.reach(scenario{stage: incident.StageRescueAttach, vm: "app-web-01"})
 	rescue := e.fleet.VMID(e.fleet.RescueVMs[0].Name)
-	if ok, _, err := e.locks.ReserveSlot(ctx, lock.SlotUpdate, rescue, other); err != nil || !ok {
-		t.Fatalf("reserve: %v %v", ok, err)
-	}
+	e.holdSlot(lock.SlotUpdate, rescue, other)
 	p := e.newPipeline(nil)
 	p.Now = func() time.Time { return time.Now().Add(time.Minute) } // past the grace, within the hold
 	if err := e.run(p, ctx, d, 1); err != nil {
