@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -94,6 +95,22 @@ func runCommandUse(perVM map[string][]azsim.Operation) (busy, gaps time.Duration
 		}
 	}
 	return busy, gaps, pauses
+}
+
+// perInterval counts sorted times per interval, as "a b c ...".
+func perInterval(sorted []time.Duration, interval time.Duration) string {
+	if len(sorted) == 0 {
+		return ""
+	}
+	counts := make([]int, int(sorted[len(sorted)-1]/interval)+1)
+	for _, t := range sorted {
+		counts[max(int(t/interval), 0)]++
+	}
+	parts := make([]string, len(counts))
+	for i, c := range counts {
+		parts[i] = strconv.Itoa(c)
+	}
+	return strings.Join(parts, " ")
 }
 
 // capacityLimits are what the lower bound is computed from: the scenario's limits and the least
@@ -195,6 +212,7 @@ func Capacity(ctx context.Context, o Options, co CapacityOptions) (Result, error
 	// What the run spent. A write the budget refused (429) costs nothing; any other write,
 	// refused by ARM (409 and the like) or not, was taken from the budget.
 	var spent, refused, throttled, runCmds int
+	var spentAt []time.Duration // since t0, in call-log order
 	refusedBy := map[string]int{}
 	for _, c := range env.Stack.Sim.CallLog() {
 		if !c.Write || c.Poll {
@@ -211,6 +229,7 @@ func Capacity(ctx context.Context, o Options, co CapacityOptions) (Result, error
 			runCmds++
 		}
 		spent++
+		spentAt = append(spentAt, c.Time.Sub(t0))
 	}
 	rescue := map[string]bool{}
 	for _, r := range fleet.RescueVMs {
@@ -253,6 +272,16 @@ func Capacity(ctx context.Context, o Options, co CapacityOptions) (Result, error
 	res.figure("rescue VM busy with an agent run (share of total time)", busy.Seconds()/float64(co.RescueVMs)/total, "")
 	if gapN > 0 {
 		res.figure("mean pause between a rescue VM's agent runs", gaps.Seconds()/float64(gapN), "s")
+	}
+	if n := len(spentAt); n > 0 {
+		// Where the write-budget time went: the budget frees each write one window after it
+		// was spent, so the last write goes no sooner than the windows before it after the
+		// write of the first window it replays.
+		slices.Sort(spentAt)
+		replayed := n - (n-1)/co.WritesPerHour*co.WritesPerHour
+		res.figure(fmt.Sprintf("first-window write the last write replays (#%d), sent at", replayed), spentAt[replayed-1].Seconds(), "s")
+		res.figure("last write sent at", spentAt[n-1].Seconds(), "s")
+		res.Notes = append(res.Notes, "Writes spent per 30 s of the run: "+perInterval(spentAt, 30*time.Second)+".")
 	}
 	res.figure("write-budget bound", sec(b.Write), "s")
 	res.figure("Run Command bound", sec(b.RunCmd), "s")

@@ -86,3 +86,21 @@ func TestRunCommandUse(t *testing.T) {
 		t.Errorf("busy %v, gaps %v over %d pauses; want 23s, 5s over 1", busy, gaps, n)
 	}
 }
+
+func TestPerInterval(t *testing.T) {
+	t.Parallel()
+	s := time.Second
+	cases := []struct {
+		in   []time.Duration
+		want string
+	}{
+		{nil, ""},
+		{[]time.Duration{0, 29 * s, 30 * s, 95 * s}, "2 1 0 1"},
+		{[]time.Duration{-s, 0}, "2"}, // a write logged just before the run's start counts in the first
+	}
+	for _, tc := range cases {
+		if got := perInterval(tc.in, 30*s); got != tc.want {
+			t.Errorf("perInterval(%v) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
