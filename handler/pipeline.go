@@ -77,7 +77,7 @@ func newPipeline(cfg config.Config, cred azcore.TokenCredential, blobs *azblob.C
 	p := &pipeline.Pipeline{
 		Config: cfg, Azure: *def, Subscriptions: clients.For, AgentPath: agentPath(cfg),
 		Events: &lifecycle.Publisher{}, HTTP: &http.Client{Timeout: bootDiagHTTPTimeout}, Log: log,
-		Poll: cfg.PollInterval,
+		Poll: cfg.PollInterval, TimeScale: cfg.TimeScale,
 	}
 	if blobs != nil { // `handler plan` may run without storage
 		p.Blobs = &blobstore.Store{Client: blobs}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/mail"
 	"net/url"
 	"strconv"
@@ -36,6 +37,7 @@ const (
 	PortLegacy             = "FUNCTIONS_HTTPWORKER_PORT"
 	ServiceBusNamespace    = "ServiceBus__fullyQualifiedNamespace"
 	LocalBusURL            = "VMRESCUE_LOCAL_BUS_URL"
+	TimeScale              = "VMRESCUE_TIME_SCALE"
 	StorageBlobURL         = "VMRESCUE_STORAGE_BLOB_URL"
 	StorageConnection      = "VMRESCUE_STORAGE_CONNECTION_STRING"
 	ClientID               = "AZURE_CLIENT_ID"
@@ -73,6 +75,7 @@ var Settings = []Setting{
 	{Name: Port, Required: true, Example: "8080", Doc: "Port the custom handler listens on, on 127.0.0.1. Set by the Functions host; FUNCTIONS_HTTPWORKER_PORT is accepted as a fallback."},
 	{Name: ServiceBusNamespace, Example: "vmrescue-sb.servicebus.windows.net", Infra: true, Doc: "Service Bus namespace (identity-based connection `ServiceBus`): the queue triggers read it, and the handler sends the next stage's message there. Required unless VMRESCUE_LOCAL_BUS_URL is set."},
 	{Name: LocalBusURL, Example: "", Doc: "Local host only: URL of the in-memory queues of `handler local`. Replaces Service Bus."},
+	{Name: TimeScale, Default: "1", Example: "1", Doc: "Local host only: the factor by which `handler local` compresses scheduled waits (its --time-scale). A wait the handler measures on the clock (ARM's Retry-After, the time a snapshot copy has left) is divided by it before it is scheduled, so that the host does not shorten it a second time. Always 1 in Azure."},
 	{Name: StorageBlobURL, Example: "https://vmrescuest.blob.core.windows.net", Infra: true, Doc: "Blob endpoint of the storage account holding the audit trail, locks, dumps and the agent binary; reached with the managed identity. Required unless VMRESCUE_STORAGE_CONNECTION_STRING is set."},
 	{Name: StorageConnection, Example: "UseDevelopmentStorage=true", Doc: "Local development only: a storage connection string (Azurite). Takes precedence over VMRESCUE_STORAGE_BLOB_URL."},
 	{Name: ClientID, Example: "00000000-0000-0000-0000-000000000000", Infra: true, Doc: "Client id of the user-assigned managed identity. Empty uses the developer's credentials (Azure CLI, environment)."},
@@ -110,6 +113,7 @@ type Config struct {
 	Port                  int
 	ServiceBusNamespace   string
 	LocalBusURL           string
+	TimeScale             float64 // of the local host's scheduled waits; 1 in Azure
 	StorageBlobURL        string
 	StorageConnection     string
 	ClientID              string
@@ -154,6 +158,7 @@ func Load(getenv func(string) string) (Config, error) {
 	c.Port = r.port()
 	c.ServiceBusNamespace = r.str(ServiceBusNamespace)
 	c.LocalBusURL = r.url(LocalBusURL, "http")
+	c.TimeScale = r.scale(TimeScale)
 	if c.ServiceBusNamespace == "" && c.LocalBusURL == "" {
 		r.fail(ServiceBusNamespace, "is required (or VMRESCUE_LOCAL_BUS_URL for the local host)")
 	}
@@ -361,6 +366,17 @@ func (r *reader) duration(name string, lo, hi time.Duration) time.Duration {
 		r.fail(name, "must be between %s and %s, got %s", lo, hi, d)
 	}
 	return d
+}
+
+// scale reads a time scale: a positive number.
+func (r *reader) scale(name string) float64 {
+	v := r.str(name)
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f <= 0 {
+		r.fail(name, "must be a number greater than 0, got %q", v)
+		return 1
+	}
+	return f
 }
 
 func (r *reader) bool(name string) bool {

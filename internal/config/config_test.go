@@ -33,7 +33,7 @@ func TestLoadValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Port != 8080 || c.ReproWait != 10*time.Minute || c.AuditContainer != "audit" || !c.LeaveDeallocated ||
-		c.Support.Severity != "moderate" || c.ARMEndpoint != "https://management.azure.com" {
+		c.Support.Severity != "moderate" || c.ARMEndpoint != "https://management.azure.com" || c.TimeScale != 1 {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 }
@@ -51,6 +51,9 @@ func TestLoadNamesEveryProblem(t *testing.T) {
 			[]string{Port, ReproWait, SupportSeverity, ContactEmail, AuditContainer, StorageBlobURL + " must use https", LeaveDeallocated}},
 		{"bad ids", map[string]string{AllowedSubscriptions: "sub1", RescueVMs: rescue + ",/subscriptions/x;rm"}, []string{AllowedSubscriptions, RescueVMs}},
 		{"tickets off need no contact", map[string]string{SupportEnabled: "false", ContactEmail: "", Port: ""}, []string{Port}},
+		{"time scale out of range", map[string]string{TimeScale: "0"}, []string{TimeScale + " must be a number greater than 0"}},
+		{"time scale negative", map[string]string{TimeScale: "-2"}, []string{TimeScale}},
+		{"time scale not a number", map[string]string{TimeScale: "fast"}, []string{TimeScale}},
 		{"namespace with path", map[string]string{ServiceBusNamespace: "https://ns.servicebus.windows.net/"}, []string{ServiceBusNamespace}},
 	}
 	for _, tc := range tests {

@@ -89,7 +89,7 @@ type Options struct {
 	// HandlerPort fixes the handler's FUNCTIONS_CUSTOMHANDLER_PORT; 0 picks a free port.
 	HandlerPort int
 	// Env holds app settings for the handler, on top of this process's environment. The host sets
-	// FUNCTIONS_CUSTOMHANDLER_PORT and VMRESCUE_LOCAL_BUS_URL itself.
+	// FUNCTIONS_CUSTOMHANDLER_PORT, VMRESCUE_LOCAL_BUS_URL and VMRESCUE_TIME_SCALE itself.
 	Env []string
 	// TimeScale compresses the host's own clock: scheduled messages and timer schedules run
 	// TimeScale times as long (0.05: twenty times faster). Zero is 1.
@@ -276,6 +276,9 @@ func (h *Host) Start(ctx context.Context) error {
 
 	env := append(slices.Clone(h.opts.Env),
 		config.LocalBusURL+"="+h.BusURL(),
+		// The handler divides the waits it measures on the clock by the scale at which this
+		// host compresses scheduled messages, so that they are not compressed twice.
+		config.TimeScale+"="+strconv.FormatFloat(h.opts.TimeScale, 'g', -1, 64),
 		"FUNCTIONS_WORKER_RUNTIME=custom",
 	)
 	child, err := StartChild(ctx, ChildOptions{

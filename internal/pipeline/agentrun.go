@@ -93,10 +93,10 @@ func runLog(incidentID, name, ext string) string { return incidentID + "/runs/" 
 // after agentBudget the stage runs again later. The Run Command is deleted once its result is
 // read. Values go in as protected parameters, never as script text.
 //
-// A VM runs one Run Command at a time. A new run first takes the rescue VM's agent slot (slots.go)
-// and reads the VM's Run Commands to see that none is executing; when either is taken the stage
-// waits for it by a scheduled message, without sending ARM a write that would be refused. The
-// slot is given back once the result is read.
+// A VM runs one Run Command at a time. A new run first takes the rescue VM's agent slot (slots.go),
+// waiting in line for it (wake.go), and reads the VM's Run Commands to see that none is executing;
+// when either is still taken the stage waits for it by a scheduled message, without sending ARM a
+// write that would be refused. The slot is given back once the result is read.
 func (p *Pipeline) runAgent(ctx context.Context, r *run, rescueVMID, step string, req agent.Request) (agent.Result, error) {
 	rescue, err := resourceid.ParseVM(rescueVMID)
 	if err != nil {
@@ -134,7 +134,10 @@ func (p *Pipeline) runAgent(ctx context.Context, r *run, rescueVMID, step string
 		}
 	}
 
-	ok, holder, err := p.reserveSlot(ctx, r, lock.SlotAgent, rescue.String(), agentSlotHold, nil)
+	// A patch goes before a harvest: the patched incident has the longer way to go (the reboot,
+	// the crash, its own harvest), and a harvest's run is all that stands between its incident
+	// and the end; at the end of a storm, the last runs are then harvests, not patches.
+	ok, holder, err := p.awaitSlot(ctx, r, lock.SlotAgent, rescue.String(), r.stage == incident.StageOfflinePatch, agentSlotHold, nil)
 	if err != nil {
 		return agent.Result{}, fmt.Errorf("agent slot of %s: %w", rescue.Name, err)
 	}
@@ -257,8 +260,8 @@ func (p *Pipeline) submitAgent(ctx context.Context, r *run, rescue resourceid.ID
 		// or by someone outside vmrescue) holds the rescue VM. That is rescue capacity, waited
 		// for without bound as a free LUN is, keeping the agent slot: this incident runs next.
 		delay := armerr.ConflictDelay
-		if d, ok := fault.Delay(armerr.Classify(err)); ok {
-			delay = d // ARM's Retry-After
+		if d, ok := armerr.RetryAfter(err); ok {
+			delay = p.clockWait(d) // ARM's Retry-After
 		}
 		return agent.Result{}, &waitError{reason: fmt.Sprintf("rescue VM %s is running another agent (%s waits)", rescue.Name, step),
 			delay: delay, unbounded: true}

@@ -125,7 +125,7 @@ func (r *run) attach(ctx context.Context, rescue resourceid.ID, diskID string, l
 	if armerr.Code(err) == "OperationNotAllowed" && strings.Contains(err.Error(), "maximum number of data disks") {
 		// The rescue VM filled up after its LUN was reserved: give the LUN back and wait for
 		// capacity, as when the pool is full, instead of failing.
-		if rerr := r.p.Locks.ReleaseLUN(ctx, rescue.String(), lun, r.msg.IncidentID); rerr != nil {
+		if rerr := r.p.releaseLUN(ctx, rescue.String(), lun, r.msg.IncidentID); rerr != nil {
 			return fmt.Errorf("release LUN %d of %s: %w", lun, rescue.Name, rerr)
 		}
 		return &waitError{reason: "rescue VM " + rescue.Name + " is at its data-disk limit", delay: capacityWait, unbounded: true}
@@ -140,7 +140,7 @@ func (r *run) attach(ctx context.Context, rescue resourceid.ID, diskID string, l
 				return r.found(ctx, "VirtualMachines.BeginAttachDetachDataDisks", rescue.String())
 			}
 			if other, taken := vm.DataDiskAt(lun); taken && !strings.EqualFold(other.DiskID, diskID) {
-				if rerr := r.p.Locks.ReleaseLUN(ctx, rescue.String(), lun, r.msg.IncidentID); rerr != nil && !isNotHolder(rerr) {
+				if rerr := r.p.releaseLUN(ctx, rescue.String(), lun, r.msg.IncidentID); rerr != nil && !isNotHolder(rerr) {
 					return fmt.Errorf("release LUN %d of %s: %w", lun, rescue.Name, rerr)
 				}
 				return &waitError{reason: fmt.Sprintf("LUN %d of rescue VM %s is taken by %s", lun, rescue.Name, other.DiskID),

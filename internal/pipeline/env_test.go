@@ -196,7 +196,7 @@ func (e *env) newPipeline(wrap func(policy.Transporter) policy.Transporter) *pip
 			Classifier: &support.Classifier{Services: svc, Classifications: pcc, Override: e.cfg.Support.Classification}},
 		Trail: e.trail, Locks: e.locks, Bus: e.bus, Blobs: e.blobs, Signer: e.signer, AgentPath: agentPath(),
 		Events: &lifecycle.Publisher{Client: e.events.client(e.t)}, HTTP: &http.Client{Timeout: 30 * time.Second},
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Poll: 5 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Poll: 5 * time.Millisecond, LineWait: 50 * time.Millisecond,
 	}
 	if err := p.Validate(); err != nil {
 		e.t.Fatal(err)

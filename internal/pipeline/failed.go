@@ -181,7 +181,7 @@ func (p *Pipeline) releaseLUNs(ctx context.Context, incidentID string) error {
 			if h != incidentID {
 				continue
 			}
-			if err := p.Locks.ReleaseLUN(ctx, id, lun, incidentID); err != nil && !isNotHolder(err) {
+			if err := p.releaseLUN(ctx, id, lun, incidentID); err != nil && !isNotHolder(err) {
 				return fmt.Errorf("release LUN %d of %s: %w", lun, id, err)
 			}
 		}

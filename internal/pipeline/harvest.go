@@ -83,7 +83,7 @@ func (p *Pipeline) harvestInto(ctx context.Context, r *run, vm vms.Facts, snapNa
 	}
 	r.made.HarvestSnapID = snapshotID(r.vm, snapName)
 	did := diskID(r.vm, diskName)
-	pick, err := p.pickRescue(ctx, r, vm.Location, vm.Zone, did)
+	pick, err := p.awaitRescue(ctx, r, vm.Location, vm.Zone, did)
 	if err != nil {
 		return err
 	}

@@ -356,7 +356,7 @@ func (c *cleaner) luns(ctx context.Context) error {
 			if state, _ := c.state(ctx, id); !over(state) {
 				continue
 			}
-			if err := c.p.Locks.ReleaseLUN(ctx, vm, lun, id); err != nil && !isNotHolder(err) {
+			if err := c.p.releaseLUN(ctx, vm, lun, id); err != nil && !isNotHolder(err) {
 				errs = append(errs, fmt.Errorf("janitor: release LUN %d of %s: %w", lun, vm, err))
 				continue
 			}

@@ -168,18 +168,41 @@ func TestFullRescuePool(t *testing.T) {
 	}
 }
 
-// TestSnapshotCopyWait: the Snapshot stage waits for the incremental snapshot's background copy,
-// reading CompletionPercent, before it moves on.
+// TestSnapshotCopyWait: the Snapshot stage does not hold its invocation through a copy that
+// outlasts a poll interval: it schedules itself again at the end the copy's rate predicts, and
+// that delivery finds the copy done and moves on.
 func TestSnapshotCopyWait(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envOptions{timeScale: 1, latency: azsim.LatencyTable{azsim.LatencySnapshotCopy: 300 * time.Millisecond}})
+	const copyTime = 600 * time.Millisecond
+	e := newEnv(t, envOptions{timeScale: 1, latency: azsim.LatencyTable{azsim.LatencySnapshotCopy: copyTime}})
 	id, d := e.reach(scenario{stage: incident.StageSnapshot, vm: "app-web-01"})
 	e.sim.ResetCalls()
-	if err := e.run(e.newPipeline(nil), context.Background(), d, 1); err != nil {
+	p := e.newPipeline(nil)
+	p.Poll = 100 * time.Millisecond
+	before := time.Now()
+	if err := e.run(p, context.Background(), d, 1); err != nil {
 		t.Fatal(err)
 	}
-	if n := e.sim.CallCount("Snapshots.Get"); n < 3 {
-		t.Errorf("%d snapshot reads: the copy was not waited for", n)
+	if took := time.Since(before); took > copyTime {
+		t.Errorf("the invocation took %v: it waited through the copy", took)
+	}
+	if next := e.bus.sentTo(incident.StageRescueAttach); len(next) != 0 {
+		t.Fatalf("rescue-attach sent before the copy ended")
+	}
+	// Scheduled at the predicted end (the copy began at the create), not a poll later.
+	if in := scheduledIn(t, e, incident.StageSnapshot, before); in < copyTime/2 || in > copyTime+p.Poll {
+		t.Errorf("snapshot scheduled again %v later, want about the copy's %v", in, copyTime)
+	}
+	if det := recordDetail(lastRetry(t, e, id, incident.StageSnapshot)); !strings.Contains(det["reason"].(string), "copied") {
+		t.Errorf("retry reason %q", det["reason"])
+	}
+	retry, ok := e.bus.pop()
+	if !ok || retry.queue != incident.StageSnapshot {
+		t.Fatalf("next message %+v, want the snapshot retry", retry)
+	}
+	time.Sleep(time.Until(retry.at))
+	if err := e.run(p, context.Background(), retry, 1); err != nil {
+		t.Fatal(err)
 	}
 	snap, ok := e.sim.State().Snapshot(e.sim.State().ResourceID("snapshots", "rg-app", incident.BackupSnapshotName(id)))
 	if !ok || snap.CompletionPercent < 100 {
@@ -188,14 +211,17 @@ func TestSnapshotCopyWait(t *testing.T) {
 	if next := e.bus.sentTo(incident.StageRescueAttach); len(next) != 1 {
 		t.Errorf("%d rescue-attach messages", len(next))
 	}
+	if n := e.sim.CallCount("Snapshots.BeginCreateOrUpdate"); n != 1 {
+		t.Errorf("%d snapshot creates, want 1", n)
+	}
 }
 
-// TestSnapshotCopyNoticedAtItsEnd: the Snapshot stage reads the copy's progress and, when it
-// will end before the next poll, reads again just after the end instead of a whole poll
+// TestSnapshotCopyNoticedAtItsEnd: a copy that the progress rate says ends within a poll interval
+// is waited for within the invocation, with a read just after the end instead of a whole poll
 // interval later.
 func TestSnapshotCopyNoticedAtItsEnd(t *testing.T) {
 	t.Parallel()
-	const copyTime, poll = 850 * time.Millisecond, 400 * time.Millisecond
+	const copyTime, poll = 850 * time.Millisecond, 1200 * time.Millisecond
 	e := newEnv(t, envOptions{timeScale: 1, latency: azsim.LatencyTable{azsim.LatencySnapshotCopy: copyTime}})
 	id, d := e.reach(scenario{stage: incident.StageSnapshot, vm: "app-web-01"})
 	e.sim.ResetCalls()
@@ -203,6 +229,9 @@ func TestSnapshotCopyNoticedAtItsEnd(t *testing.T) {
 	p.Poll = poll
 	if err := e.run(p, context.Background(), d, 1); err != nil {
 		t.Fatal(err)
+	}
+	if next := e.bus.sentTo(incident.StageRescueAttach); len(next) != 1 {
+		t.Fatalf("%d rescue-attach messages, want the stage done in one invocation", len(next))
 	}
 	var copied time.Time
 	for _, op := range e.sim.State().Operations() {
@@ -219,8 +248,8 @@ func TestSnapshotCopyNoticedAtItsEnd(t *testing.T) {
 	if copied.IsZero() || last.Before(copied) {
 		t.Fatalf("copy ended %v, last read %v", copied, last)
 	}
-	// Reading every poll interval alone would see the end about 350ms late (reads at 0, 400,
-	// 800, 1200ms); the bound leaves room for a loaded machine's scheduling delay.
+	// Reading every poll interval alone would see the end about 350ms late (reads at 0 and
+	// 1200ms); the bound leaves room for a loaded machine's scheduling delay.
 	if late := last.Sub(copied); late > 250*time.Millisecond {
 		t.Errorf("the end of the copy was seen %v late", late)
 	}

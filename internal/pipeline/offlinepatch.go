@@ -134,7 +134,7 @@ func (p *Pipeline) dropDisk(ctx context.Context, r *run, rescueVMID string, lun 
 		d.ManagedBy = ""
 	}
 	if lun != nil && !r.dry {
-		if err := p.Locks.ReleaseLUN(ctx, rescue.String(), *lun, r.msg.IncidentID); err != nil && !isNotHolder(err) {
+		if err := p.releaseLUN(ctx, rescue.String(), *lun, r.msg.IncidentID); err != nil && !isNotHolder(err) {
 			return fmt.Errorf("release LUN %d of %s: %w", *lun, rescue.Name, err)
 		}
 	}

@@ -27,7 +27,7 @@ type Operation struct {
 var Operations = []Operation{
 	{"Snapshot", "", "VirtualMachines.Get", 1, false, false, "with instance view: OS, disks, encryption, tags, power state", false},
 	{"Snapshot", "", "VirtualMachines.BeginDeallocate", 1, false, true, "unless already deallocated", false},
-	{"Snapshot", "", "Snapshots.Get", 1, false, false, "before the create; then one per 10 s while CompletionPercent < 100 (background copy), the last one sooner when the progress rate says the copy ends before the next; up to 5 minutes before a scheduled retry", true},
+	{"Snapshot", "", "Snapshots.Get", 1, false, false, "before the create; while CompletionPercent < 100 (background copy), one more just after the end when the progress rate says it comes within 10 s; a longer copy is read again by a scheduled retry of the stage at its predicted end", true},
 	{"Snapshot", "", "Snapshots.BeginCreateOrUpdate", 1, false, true, "incremental backup snapshot of the OS disk, tagged", false},
 
 	{"RescueAttach", "", "VirtualMachines.Get", 1, true, false, "the VM (size, OS disk type), then each rescue VM of the pool", false},

@@ -12,10 +12,12 @@
 //     "artifacts" and the next stage under "next"; a redelivered message finds that record and
 //     only re-sends the next stage's message, which duplicate detection absorbs.
 //   - Failures are classified by ARM error code in package armerr. Transient failures with a wait
-//     (Retry-After, a conflict, no rescue capacity, an agent still running) are retried by a
-//     scheduled message of the same stage (bus.SendOptions.Attempt, ScheduledAt), which holds no
-//     worker; other transient failures answer 5xx and Service Bus redelivers. Terminal failures
-//     are recorded and queue a rollback (the Failed stage).
+//     (Retry-After, a conflict, an agent still running, a snapshot still copying) are retried by
+//     a scheduled message of the same stage (bus.SendOptions.Attempt, ScheduledAt), which holds
+//     no worker; other transient failures answer 5xx and Service Bus redelivers. Terminal
+//     failures are recorded and queue a rollback (the Failed stage). Rescue capacity (a LUN, a
+//     rescue VM's agent or update slot) is waited for in line within the invocation first, for
+//     a bounded time (wake.go), then by a scheduled message.
 //   - dryRun: reads happen, writes are recorded as planned (event "skipped", dryRun true) and
 //     never made.
 //   - Never modify or delete a VM's original OS disk: it is only ever the source of a snapshot
@@ -61,8 +63,16 @@ const (
 	// agentBudget bounds how long a stage waits for the rescue agent's Run Command before it
 	// hands the wait to a scheduled message.
 	agentBudget = 20 * time.Minute
-	// snapshotBudget bounds the wait for an incremental snapshot's background copy.
-	snapshotBudget = 5 * time.Minute
+	// snapshotRecheck bounds the wait before a snapshot's background copy is read again by a
+	// scheduled message, however long its rate says it has left.
+	snapshotRecheck = 30 * time.Minute
+	// defaultLineWait bounds how long an invocation waits within itself, in line, for a rescue VM's
+	// LUN or slot (wake.go) before the wait goes to a scheduled message. The agent's own run
+	// (agentBudget) still fits in the host's functionTimeout after it.
+	defaultLineWait = 5 * time.Minute
+	// maxCopyReads bounds the reads of a snapshot's copy within one invocation while its rate
+	// cannot be told.
+	maxCopyReads = 3
 	// defaultPoll is the pause between reads of work in progress.
 	defaultPoll = 10 * time.Second
 	// capacityWait is the pause before looking for rescue capacity again.
@@ -157,9 +167,16 @@ type Pipeline struct {
 	// Poll is the pause between reads of work in progress (a Run Command, a snapshot's copy);
 	// zero is 10 seconds.
 	Poll time.Duration
-	Now  func() time.Time
-	Log  *slog.Logger
+	// LineWait bounds the wait in line for a rescue VM's LUN or slot within an invocation
+	// (wake.go); zero is 5 minutes.
+	LineWait time.Duration
+	// TimeScale is the factor by which the host compresses scheduled waits (Config.TimeScale:
+	// 1 in Azure, `handler local`'s --time-scale); zero is 1.
+	TimeScale float64
+	Now       func() time.Time
+	Log       *slog.Logger
 
+	lines       waitLine // invocations of this process waiting for a rescue VM's LUN or slot
 	agentOnce   sync.Once
 	agent       agentFile
 	agentErr    error
@@ -251,6 +268,28 @@ func (p *Pipeline) subscriptions() []string {
 		out = out[:1] // one set of clients: one subscription
 	}
 	return out
+}
+
+// clockWait turns a wait measured on the clock (ARM's Retry-After, the time a snapshot copy has
+// left) into the wait of a scheduled message, which the host compresses by its time scale: the
+// clock already runs at the simulator's pace, so it must not be compressed again.
+func (p *Pipeline) clockWait(d time.Duration) time.Duration {
+	if p.TimeScale <= 0 || p.TimeScale == 1 {
+		return d
+	}
+	return time.Duration(float64(d) / p.TimeScale)
+}
+
+// linePoll is how often an invocation waiting in line (wake.go) reads a reservation again, for
+// one given back by another instance of the app: less often than work in progress is read, as a
+// reservation given back in this process wakes the line at once.
+func (p *Pipeline) linePoll() time.Duration { return 3 * p.poll() }
+
+func (p *Pipeline) lineWait() time.Duration {
+	if p.LineWait > 0 {
+		return p.LineWait
+	}
+	return defaultLineWait
 }
 
 func (p *Pipeline) poll() time.Duration {

@@ -39,7 +39,7 @@ func (p *Pipeline) reattachReboot(ctx context.Context, r *run) error {
 		}
 	}
 	if a.RescueVMID != "" && a.LUN != nil && !r.dry {
-		if err := p.Locks.ReleaseLUN(ctx, a.RescueVMID, *a.LUN, r.msg.IncidentID); err != nil && !isNotHolder(err) {
+		if err := p.releaseLUN(ctx, a.RescueVMID, *a.LUN, r.msg.IncidentID); err != nil && !isNotHolder(err) {
 			return fmt.Errorf("release LUN: %w", err)
 		}
 	}

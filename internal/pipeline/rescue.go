@@ -56,7 +56,7 @@ func (p *Pipeline) rescueAttach(ctx context.Context, r *run) error {
 
 	diskName := incident.RescueDiskName(r.msg.IncidentID)
 	did := diskID(r.vm, diskName)
-	pick, err := p.pickRescue(ctx, r, vm.Location, vm.Zone, did)
+	pick, err := p.awaitRescue(ctx, r, vm.Location, vm.Zone, did)
 	if err != nil {
 		return err
 	}
@@ -156,6 +156,45 @@ type candidate struct {
 	max     int // the size's data-disk limit
 }
 
+// awaitRescue picks where diskID goes (pickRescue). With no capacity it waits in this process's
+// line for a LUN to be given back, within what is left of the invocation's time in line
+// (Pipeline.LineWait); after that the stage waits by a scheduled message. A harvest goes to the
+// head of the line.
+func (p *Pipeline) awaitRescue(ctx context.Context, r *run, location, zone, diskID string) (rescuePick, error) {
+	if r.dry {
+		return p.pickRescue(ctx, r, location, zone, diskID)
+	}
+	var pick rescuePick
+	var full error
+	got, err := waitInLine(ctx, &p.lines, lunLine, r.stage == incident.StageHarvestDump, p.linePoll(), r.lineLeft(), func(ctx context.Context) (bool, error) {
+		var err error
+		pick, err = p.pickRescue(ctx, r, location, zone, diskID)
+		var w *waitError
+		if errors.As(err, &w) {
+			full = err
+			return false, nil
+		}
+		return err == nil, err
+	})
+	if err == nil && !got {
+		err = full
+	}
+	return pick, err
+}
+
+// lunLine is the line of invocations waiting for a LUN of any rescue VM.
+const lunLine = "lun"
+
+// releaseLUN gives a LUN reservation back and wakes the first invocation of this process waiting
+// for a LUN. A reservation already given back or taken over is no error.
+func (p *Pipeline) releaseLUN(ctx context.Context, rescueVMID string, lun int32, incidentID string) error {
+	if err := p.Locks.ReleaseLUN(ctx, rescueVMID, lun, incidentID); err != nil && !isNotHolder(err) {
+		return err
+	}
+	p.lines.wakeFirst(lunLine)
+	return nil
+}
+
 // pickRescue finds where diskID goes: where it is already attached, where the incident already
 // holds a LUN, or the rescue VM in location and zone with the most free LUNs under its size's
 // data-disk limit, whose lowest free LUN it then reserves. In a dry run it reserves nothing. With
@@ -250,7 +289,7 @@ candidates:
 				return rescuePick{}, err
 			}
 			if over {
-				if err := p.Locks.ReleaseLUN(ctx, c.vm.ID, lun, r.msg.IncidentID); err != nil {
+				if err := p.releaseLUN(ctx, c.vm.ID, lun, r.msg.IncidentID); err != nil {
 					return rescuePick{}, fmt.Errorf("release LUN %d of %s: %w", lun, c.vm.Name, err)
 				}
 				why = append(why, c.vm.Name+": the last free data disk slot went to another incident")

@@ -53,6 +53,17 @@ type run struct {
 	dry   bool
 	log   *slog.Logger
 	began time.Time
+	// lineEnd ends the invocation's waits in line (wake.go): Pipeline.LineWait in all, however
+	// many reservations it waits for.
+	lineEnd time.Time
+}
+
+// lineLeft is what is left of the invocation's time in line.
+func (r *run) lineLeft() time.Duration {
+	if r.lineEnd.IsZero() {
+		r.lineEnd = time.Now().Add(r.p.lineWait())
+	}
+	return time.Until(r.lineEnd)
 }
 
 // detail is what the pipeline reads back from the details of its own records.
@@ -296,6 +307,9 @@ func (r *run) finish(ctx context.Context, err error) error {
 		return err
 	}
 	if d, ok := fault.Delay(err); ok {
+		if _, asked := armerr.RetryAfter(err); asked {
+			d = r.p.clockWait(d) // ARM's Retry-After, not one of vmrescue's own waits
+		}
 		// ARM's throttling is the subscription's write budget, shared by every incident: an
 		// incident may meet it any number of times, and waits for it as for rescue capacity.
 		return r.retryLater(ctx, err.Error(), d, armerr.IsThrottled(err), err)

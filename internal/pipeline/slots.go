@@ -21,15 +21,16 @@ import (
 // a write counted against the subscription's write budget (1,200 an hour): finding out by trying
 // spends the budget the incidents need. So incidents take turns through two blob reservations per
 // rescue VM (lock.SlotAgent, lock.SlotUpdate), as they reserve LUNs, and an incident that finds a
-// turn taken waits without sending ARM anything.
+// turn taken waits without sending ARM anything: in line in its invocation first (wake.go), then
+// by a scheduled message.
 //
 // A turn whose holder can no longer use it is taken over: its incident is over (closed, failed)
 // or has no trail, or it has been held longer than any use of it lasts (a crashed holder that no
 // redelivery brought back). A redelivered message of the holder finds its own turn and resumes.
 const (
-	// agentSlotWait is the pause before an incident looks at a taken agent slot again: a fraction
-	// of an agent run (the Run Command's own overhead is about 30 seconds), so that a freed slot
-	// does not idle long.
+	// agentSlotWait is the pause before an incident looks at a taken agent slot again once it
+	// has waited in line (wake.go) for Pipeline.LineWait: a fraction of an agent run (the Run
+	// Command's own overhead is about 30 seconds).
 	agentSlotWait = 20 * time.Second
 	// agentSlotHold: an agent slot held longer than this is stale whoever holds it: the holder's
 	// Run Command has ended by its own timeout.
@@ -41,9 +42,6 @@ const (
 	// operation in progress (it is not Updating) is stale: its holder died after taking it, or
 	// its retry found the work done and never came back to give it back.
 	updateSlotGrace = 10 * time.Second
-	// updateSlotWait bounds the wait for a taken update slot within one invocation, reading it
-	// every poll; after that the stage runs again later.
-	updateSlotWait = time.Minute
 	// slotReleaseTimeout bounds giving a turn back, which is done even when the invocation's
 	// context has ended.
 	slotReleaseTimeout = 30 * time.Second
@@ -103,39 +101,49 @@ func (p *Pipeline) releaseSlot(ctx context.Context, r *run, s lock.Slot, rescueV
 	if err := p.Locks.ReleaseSlot(ctx, s, rescueVMID, r.msg.IncidentID); err != nil && !isNotHolder(err) {
 		return fmt.Errorf("give back the %s slot of %s: %w", s, lastSegment(rescueVMID), err)
 	}
+	p.lines.wakeFirst(slotLine(s, rescueVMID))
 	return nil
 }
 
+// slotLine is the line of invocations waiting for a slot of a rescue VM.
+func slotLine(s lock.Slot, rescueVMID string) string {
+	return string(s) + " " + strings.ToLower(rescueVMID)
+}
+
+// awaitSlot takes a slot of a rescue VM (reserveSlot), waiting in this process's line for it
+// within what is left of the invocation's time in line (Pipeline.LineWait), at its head when
+// first is set; got is false, with the holder, when it is still taken after that.
+func (p *Pipeline) awaitSlot(ctx context.Context, r *run, s lock.Slot, rescueVMID string, first bool, hold time.Duration, idle func(context.Context) (bool, error)) (got bool, holder lock.Holder, err error) {
+	got, err = waitInLine(ctx, &p.lines, slotLine(s, rescueVMID), first, p.linePoll(), r.lineLeft(),
+		func(ctx context.Context) (bool, error) {
+			ok, h, err := p.reserveSlot(ctx, r, s, rescueVMID, hold, idle)
+			holder = h
+			return ok, err
+		})
+	return got, holder, err
+}
+
 // updateSlot takes the update slot of a rescue VM for one VM-level operation (what), waiting for it
-// within updateSlotWait; after that it asks for the stage to run again later. The returned
-// release gives the slot back; calling it more than once is harmless. In a dry run nothing is
-// reserved.
+// in line (wake.go) within what is left of the invocation's time in line; after that it asks
+// for the stage to run again later. The returned release gives the slot back; calling it more
+// than once is harmless. In a dry run nothing is reserved.
 func (r *run) updateSlot(ctx context.Context, rescue resourceid.ID, what string) (release func(), err error) {
 	if r.dry {
 		return func() {}, nil
 	}
-	deadline := time.Now().Add(updateSlotWait)
-	for {
-		ok, h, err := r.p.reserveSlot(ctx, r, lock.SlotUpdate, rescue.String(), updateSlotHold, func(ctx context.Context) (bool, error) {
-			vm, err := r.p.getVM(ctx, rescue, false)
-			if err != nil {
-				return false, fmt.Errorf("read rescue VM %s: %w", rescue.Name, err)
-			}
-			return !strings.EqualFold(vm.Provisioning, provisioningUpdating), nil
-		})
+	ok, h, err := r.p.awaitSlot(ctx, r, lock.SlotUpdate, rescue.String(), false, updateSlotHold, func(ctx context.Context) (bool, error) {
+		vm, err := r.p.getVM(ctx, rescue, false)
 		if err != nil {
-			return nil, fmt.Errorf("update slot of %s: %w", rescue.Name, err)
+			return false, fmt.Errorf("read rescue VM %s: %w", rescue.Name, err)
 		}
-		if ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			return nil, &waitError{reason: fmt.Sprintf("rescue VM %s is busy with an operation of incident %s (%s waits)", rescue.Name, h.IncidentID, what),
-				delay: armerr.ConflictDelay, unbounded: true}
-		}
-		if err := sleep(ctx, r.p.poll()); err != nil {
-			return nil, err
-		}
+		return !strings.EqualFold(vm.Provisioning, provisioningUpdating), nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("update slot of %s: %w", rescue.Name, err)
+	}
+	if !ok {
+		return nil, &waitError{reason: fmt.Sprintf("rescue VM %s is busy with an operation of incident %s (%s waits)", rescue.Name, h.IncidentID, what),
+			delay: armerr.ConflictDelay, unbounded: true}
 	}
 	var once sync.Once
 	return func() {

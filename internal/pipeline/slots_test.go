@@ -296,6 +296,7 @@ func TestUpdateSlotSerialisesAttach(t *testing.T) {
 	rescue := e.fleet.VMID(e.fleet.RescueVMs[0].Name) // zone 1, as app-web-01
 	e.holdSlot(lock.SlotUpdate, rescue, other)
 	p := e.newPipeline(nil)
+	p.LineWait = 10 * time.Second // the slot is given back while the attach waits in line
 	e.sim.ResetCalls()
 	var wg sync.WaitGroup
 	var err error
@@ -442,5 +443,47 @@ func TestUpdateSlotStaleWhenIdle(t *testing.T) {
 	}
 	if !found {
 		t.Error("no record of the take-over")
+	}
+}
+
+// TestAgentSlotWaitsInLine: two incidents patch on the same rescue VM at once. The second waits
+// in line within its invocation and runs as soon as the first gives the agent slot back: no
+// scheduled retry, and sooner than its own reading of the slot (every 3 polls) would find it.
+func TestAgentSlotWaitsInLine(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	ctx := context.Background()
+	id1, d1 := e.reach(scenario{stage: incident.StageOfflinePatch, vm: "app-web-01"})
+	id2, d2 := e.reach(scenario{stage: incident.StageOfflinePatch, vm: "app-api-01"})
+	if d1.msg.Artifacts.RescueVMID != d2.msg.Artifacts.RescueVMID {
+		t.Fatalf("rescue VMs %s and %s: want the same", d1.msg.Artifacts.RescueVMID, d2.msg.Artifacts.RescueVMID)
+	}
+	p := e.newPipeline(nil)
+	p.Poll, p.LineWait = 2*time.Second, time.Minute // a reading every 6 s; a wake is at once
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, d := range []delivered{d1, d2} {
+		wg.Go(func() { errs[i] = e.run(p, ctx, d, 1) })
+	}
+	wg.Wait()
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("both patches took %v: the second waited for a reading, not a wake", took)
+	}
+	for i, id := range []string{id1, id2} {
+		if errs[i] != nil {
+			t.Fatalf("incident %d: %v", i+1, errs[i])
+		}
+		for _, rec := range e.records(id) {
+			if rec.Stage == string(incident.StageOfflinePatch) && rec.Event == incident.EventRetrying {
+				t.Errorf("incident %d: retry recorded: %s", i+1, rec.Detail)
+			}
+		}
+	}
+	if n := len(e.bus.sentTo(incident.StageReattachReboot)); n != 2 {
+		t.Errorf("%d reattach-reboot messages, want 2", n)
+	}
+	if runs := writes(e.sim, "VirtualMachineRunCommands.BeginCreateOrUpdate"); len(runs) != 2 {
+		t.Errorf("%d Run Command PUTs, want 2 (none refused)", len(runs))
 	}
 }

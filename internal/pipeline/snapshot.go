@@ -130,13 +130,15 @@ func (r *run) ensureSnapshot(ctx context.Context, name, sourceDiskID, location, 
 	return snapshots.FactsOf(made.Snapshot), nil
 }
 
-// awaitSnapshot waits, within snapshotBudget, for an incremental snapshot's background copy;
-// after that the stage runs again later.
+// awaitSnapshot waits for an incremental snapshot's background copy. A copy that ends within a
+// poll interval is waited for here, with one read just after its end. A longer one has the stage
+// run again by a scheduled message at the end its progress rate predicts, so that no invocation
+// holds a worker through a copy: a large disk's takes hours, and in a storm the incidents behind
+// would queue for the workers the waiting ones hold.
 func (p *Pipeline) awaitSnapshot(ctx context.Context, r *run, name string) error {
-	deadline := time.Now().Add(snapshotBudget)
 	var prev copyProgress
 	shortened := false
-	for {
+	for reads := 1; ; reads++ {
 		snap, ok, err := p.getSnapshot(ctx, r.vm.SubscriptionID, r.vm.ResourceGroup, name)
 		if err != nil {
 			return fmt.Errorf("read snapshot %s: %w", name, err)
@@ -148,12 +150,22 @@ func (p *Pipeline) awaitSnapshot(ctx context.Context, r *run, name string) error
 			return nil
 		}
 		cur := copyProgress{percent: snap.CompletionPercent, at: time.Now()}
+		left, known := copyLeft(prev, cur, snap.Created)
 		var pause time.Duration
-		pause, shortened = copyPause(prev, cur, p.poll(), shortened)
-		prev = cur
-		if time.Now().Add(pause).After(deadline) {
-			return wait(capacityWait, "snapshot %s is %.1f%% copied", name, snap.CompletionPercent)
+		switch {
+		case known && left > p.poll():
+			delay := min(p.clockWait(left+p.poll()/20), snapshotRecheck)
+			return &waitError{reason: fmt.Sprintf("snapshot %s is %.1f%% copied, about %s left", name, snap.CompletionPercent, left.Round(time.Second)), delay: delay}
+		case known && !shortened:
+			// Read just after the predicted end rather than a whole interval later. A copy that
+			// slows down near its end is then read at the interval: never two short pauses.
+			pause, shortened = left+p.poll()/20, true
+		case !known && reads >= maxCopyReads:
+			return wait(capacityWait, "snapshot %s is %.1f%% copied and shows no progress rate yet", name, snap.CompletionPercent)
+		default:
+			pause, shortened = p.poll(), false
 		}
+		prev = cur
 		if err := sleep(ctx, pause); err != nil {
 			return err
 		}
@@ -166,21 +178,19 @@ type copyProgress struct {
 	at      time.Time
 }
 
-// copyPause is how long to wait before reading a snapshot's copy again: the poll interval, or,
-// when the rate between the last two readings says that the copy ends sooner, until then and a
-// twentieth of the interval more, so that the read lands after the end rather than just before
-// it. A shortened pause is never followed by another one: a copy that slows down near its end
-// costs at most one read more per poll interval. It reports whether it shortened the pause.
-func copyPause(prev, cur copyProgress, poll time.Duration, shortened bool) (time.Duration, bool) {
-	if shortened || prev.at.IsZero() || cur.percent <= prev.percent || !cur.at.After(prev.at) {
-		return poll, false
+// copyLeft is how long a snapshot's copy has left at the reading cur, from its rate between the
+// last two readings or, with one reading, since the snapshot was created. known is false when
+// no rate can be told (no progress, readings out of order).
+func copyLeft(prev, cur copyProgress, created time.Time) (left time.Duration, known bool) {
+	from := prev
+	if from.at.IsZero() || cur.percent <= from.percent {
+		from = copyProgress{percent: 0, at: created}
 	}
-	perNS := float64(cur.percent-prev.percent) / float64(cur.at.Sub(prev.at))
-	left := time.Duration(float64(100-cur.percent)/perNS) + poll/20
-	if left >= poll {
-		return poll, false
+	if from.at.IsZero() || cur.percent <= from.percent || !cur.at.After(from.at) {
+		return 0, false
 	}
-	return left, true
+	perNS := float64(cur.percent-from.percent) / float64(cur.at.Sub(from.at))
+	return time.Duration(float64(100-cur.percent) / perNS), true
 }
 
 // maxTagValue is Azure's limit on a tag value.

@@ -1,0 +1,133 @@
+package pipeline
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Incidents wait for a rescue VM's agent slot and for free LUNs. The reservations live in blob
+// storage, shared by every instance of the app; an incident that finds one taken could only read
+// it again later, and every scheduled retry of a stage costs audit records, a message and a
+// delivery, while the rescue VM idles until the retry comes. So an incident waits for a bounded
+// while within its invocation, in line behind the others of this process: whoever gives a
+// reservation back wakes the first in line at once, and a waiter also reads again every poll
+// interval, for reservations given back by another instance. After the bound the wait goes to a
+// scheduled message as before.
+//
+// The line is first come, first served, with two exceptions. For a LUN, a harvest goes before a
+// new rescue disk: the harvesting incident is the nearest to its end, and a LUN and an agent run
+// are all it needs to give its disk back, while new disks would fill the rescue VMs with disks
+// waiting for agent runs. For an agent slot, a patch goes before a harvest: it has the longer way
+// to go after its run (the reboot, the crash, its own harvest).
+
+// waitLine is the line of invocations of this process waiting for one kind of reservation.
+type waitLine struct {
+	mu    sync.Mutex
+	lines map[string][]*waiter
+}
+
+type waiter struct {
+	woken chan struct{}
+	once  sync.Once
+}
+
+func (w *waiter) wake() { w.once.Do(func() { close(w.woken) }) }
+
+// join puts a waiter in the line for key, before every waiter that is not first when first is
+// set. leave takes it out again (and is harmless once it was woken).
+func (l *waitLine) join(key string, first bool) (w *waiter, leave func()) {
+	w = &waiter{woken: make(chan struct{})}
+	l.mu.Lock()
+	if l.lines == nil {
+		l.lines = map[string][]*waiter{}
+	}
+	line := l.lines[key]
+	if first {
+		l.lines[key] = append([]*waiter{w}, line...)
+	} else {
+		l.lines[key] = append(line, w)
+	}
+	l.mu.Unlock()
+	return w, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		line := l.lines[key]
+		for i, x := range line {
+			if x == w {
+				l.lines[key] = append(line[:i:i], line[i+1:]...)
+				break
+			}
+		}
+		if len(l.lines[key]) == 0 {
+			delete(l.lines, key)
+		}
+	}
+}
+
+// wakeFirst wakes the first waiter in the line for key, which leaves the line.
+func (l *waitLine) wakeFirst(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	line := l.lines[key]
+	if len(line) == 0 {
+		return
+	}
+	line[0].wake()
+	if len(line) == 1 {
+		delete(l.lines, key)
+		return
+	}
+	l.lines[key] = line[1:]
+}
+
+// len is the number of waiters in the line for key.
+func (l *waitLine) len(key string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.lines[key])
+}
+
+// waitInLine tries take until it succeeds, in line for key: again when woken and every poll
+// interval, until within has passed (got false) or ctx ends. A waiter that was woken and could not
+// take what was given back (another instance took it first) keeps the head of the line. One that
+// was woken and leaves without it (its bound, its context or an error) wakes the next: what it
+// was woken for may still be free.
+func waitInLine(ctx context.Context, l *waitLine, key string, first bool, poll, within time.Duration, take func(context.Context) (bool, error)) (bool, error) {
+	deadline := time.Now().Add(within)
+	w, leave := l.join(key, first)
+	got, woken := false, false
+	defer func() {
+		leave()
+		select {
+		case <-w.woken:
+			woken = true
+		default:
+		}
+		if woken && !got {
+			l.wakeFirst(key)
+		}
+	}()
+	for {
+		var err error
+		if got, err = take(ctx); got || err != nil {
+			return got, err
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false, nil
+		}
+		t := time.NewTimer(min(poll, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false, ctx.Err()
+		case <-w.woken:
+			woken = true
+			leave()
+			w, leave = l.join(key, true)
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
