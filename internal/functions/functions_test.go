@@ -37,8 +37,10 @@ const (
 	bundleVersion = "[4.*, 5.0.0)"
 	routePrefix   = "api"
 	authLevel     = "function"
-	// maxConcurrentCalls bounds how many stage messages one instance runs at once.
-	maxConcurrentCalls = 16
+	// maxConcurrentCalls bounds how many stage messages of one queue an instance runs at once.
+	// The stages wait on ARM and in line for rescue capacity rather than use CPU (host.json
+	// sets 32), but each running one holds ARM polls and a message lock.
+	maxConcurrentCalls = 64
 )
 
 // wantBindings is function.json's bindings for d, exactly: every key and value, nothing more.

@@ -36,7 +36,7 @@ func TestLoadAppMatchesFunctionTable(t *testing.T) {
 		}
 	}
 	h := app.Host
-	if !h.ForwardHTTP || h.RoutePrefix != "api" || h.MaxConcurrentCalls != 8 || h.MaxAutoLockRenewal != 40*time.Minute ||
+	if !h.ForwardHTTP || h.RoutePrefix != "api" || h.MaxConcurrentCalls != 32 || h.MaxAutoLockRenewal != 40*time.Minute ||
 		h.FunctionTimeout != 30*time.Minute || h.ExecutablePath != "handler" {
 		t.Fatalf("host.json read as %+v", h)
 	}

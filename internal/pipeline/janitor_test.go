@@ -190,7 +190,7 @@ func TestSnapshotCopyWait(t *testing.T) {
 		t.Fatalf("rescue-attach sent before the copy ended")
 	}
 	// Scheduled at the predicted end (the copy began at the create), not a poll later.
-	if in := scheduledIn(t, e, incident.StageSnapshot, before); in < copyTime/2 || in > copyTime+p.Poll {
+	if in := scheduledIn(t, e, incident.StageSnapshot, before); in < copyTime/2 || in > copyTime+3*p.Poll {
 		t.Errorf("snapshot scheduled again %v later, want about the copy's %v", in, copyTime)
 	}
 	if det := recordDetail(lastRetry(t, e, id, incident.StageSnapshot)); !strings.Contains(det["reason"].(string), "copied") {

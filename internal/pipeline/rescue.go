@@ -171,7 +171,10 @@ func (p *Pipeline) awaitRescue(ctx context.Context, r *run, location, zone, disk
 		pick, err = p.pickRescue(ctx, r, location, zone, diskID)
 		var w *waitError
 		if errors.As(err, &w) {
-			full = err
+			if full == nil {
+				full = err
+				return false, r.note(ctx, w.reason+": waiting in line for a LUN")
+			}
 			return false, nil
 		}
 		return err == nil, err

@@ -114,11 +114,16 @@ func slotLine(s lock.Slot, rescueVMID string) string {
 // within what is left of the invocation's time in line (Pipeline.LineWait), at its head when
 // first is set; got is false, with the holder, when it is still taken after that.
 func (p *Pipeline) awaitSlot(ctx context.Context, r *run, s lock.Slot, rescueVMID string, first bool, hold time.Duration, idle func(context.Context) (bool, error)) (got bool, holder lock.Holder, err error) {
+	waiting := false
 	got, err = waitInLine(ctx, &p.lines, slotLine(s, rescueVMID), first, p.linePoll(), r.lineLeft(),
 		func(ctx context.Context) (bool, error) {
 			ok, h, err := p.reserveSlot(ctx, r, s, rescueVMID, hold, idle)
 			holder = h
-			return ok, err
+			if err != nil || ok || waiting {
+				return ok, err
+			}
+			waiting = true
+			return false, r.note(ctx, fmt.Sprintf("the %s slot of %s is held by incident %s: waiting in line", s, lastSegment(rescueVMID), h.IncidentID))
 		})
 	return got, holder, err
 }
