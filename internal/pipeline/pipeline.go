@@ -280,10 +280,19 @@ func (p *Pipeline) clockWait(d time.Duration) time.Duration {
 	return time.Duration(float64(d) / p.TimeScale)
 }
 
-// linePoll is how often an invocation waiting in line (wake.go) reads a reservation again, for
-// one given back by another instance of the app: less often than work in progress is read, as a
-// reservation given back in this process wakes the line at once.
-func (p *Pipeline) linePoll() time.Duration { return 3 * p.poll() }
+// linePoll is how often an invocation waiting in line (wake.go) reads a reservation again: every
+// d, the wait a scheduled retry would take (on the host's compressed clock), and a second at the
+// least. Reading is only for a reservation given back by another instance of the app or held by
+// an incident that can no longer use it: one given back in this process wakes the line at once.
+// Reading as often as work in progress (the poll interval) would load the storage account with
+// every waiter's reads.
+func (p *Pipeline) linePoll(d time.Duration) time.Duration {
+	scale := p.TimeScale
+	if scale <= 0 {
+		scale = 1
+	}
+	return max(time.Duration(float64(d)*scale), time.Second)
+}
 
 func (p *Pipeline) lineWait() time.Duration {
 	if p.LineWait > 0 {

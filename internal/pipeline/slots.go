@@ -114,8 +114,12 @@ func slotLine(s lock.Slot, rescueVMID string) string {
 // within what is left of the invocation's time in line (Pipeline.LineWait), at its head when
 // first is set; got is false, with the holder, when it is still taken after that.
 func (p *Pipeline) awaitSlot(ctx context.Context, r *run, s lock.Slot, rescueVMID string, first bool, hold time.Duration, idle func(context.Context) (bool, error)) (got bool, holder lock.Holder, err error) {
+	again := agentSlotWait
+	if s == lock.SlotUpdate {
+		again = updateSlotGrace
+	}
 	waiting := false
-	got, err = waitInLine(ctx, &p.lines, slotLine(s, rescueVMID), first, p.linePoll(), r.lineLeft(),
+	got, err = waitInLine(ctx, &p.lines, slotLine(s, rescueVMID), first, p.linePoll(again), r.lineLeft(),
 		func(ctx context.Context) (bool, error) {
 			ok, h, err := p.reserveSlot(ctx, r, s, rescueVMID, hold, idle)
 			holder = h

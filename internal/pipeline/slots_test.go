@@ -296,7 +296,9 @@ func TestUpdateSlotSerialisesAttach(t *testing.T) {
 	rescue := e.fleet.VMID(e.fleet.RescueVMs[0].Name) // zone 1, as app-web-01
 	e.holdSlot(lock.SlotUpdate, rescue, other)
 	p := e.newPipeline(nil)
-	p.LineWait = 10 * time.Second // the slot is given back while the attach waits in line
+	// The slot is given back, without a wake (as by another instance), while the attach waits in
+	// line and reads it again every second (10 s compressed by the time scale, 1 s at the least).
+	p.LineWait, p.TimeScale = 10*time.Second, 0.01
 	e.sim.ResetCalls()
 	var wg sync.WaitGroup
 	var err error
@@ -448,7 +450,7 @@ func TestUpdateSlotStaleWhenIdle(t *testing.T) {
 
 // TestAgentSlotWaitsInLine: two incidents patch on the same rescue VM at once. The second waits
 // in line within its invocation and runs as soon as the first gives the agent slot back: no
-// scheduled retry, and sooner than its own reading of the slot (every 3 polls) would find it.
+// scheduled retry, and sooner than its own reading of the slot (every 20 s) would find it.
 func TestAgentSlotWaitsInLine(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
@@ -459,7 +461,7 @@ func TestAgentSlotWaitsInLine(t *testing.T) {
 		t.Fatalf("rescue VMs %s and %s: want the same", d1.msg.Artifacts.RescueVMID, d2.msg.Artifacts.RescueVMID)
 	}
 	p := e.newPipeline(nil)
-	p.Poll, p.LineWait = 2*time.Second, time.Minute // a reading every 6 s; a wake is at once
+	p.LineWait = time.Minute // a reading every 20 s; a wake is at once
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
