@@ -281,8 +281,8 @@ func (p *Pipeline) clockWait(d time.Duration) time.Duration {
 }
 
 // linePoll is how often an invocation waiting in line (wake.go) reads a reservation again: every
-// d, the wait a scheduled retry would take (on the host's compressed clock), and a second at the
-// least. Reading is only for a reservation given back by another instance of the app or held by
+// d, the wait a scheduled retry would take (on the host's compressed clock), and minLinePoll at
+// the least. Reading is only for a reservation given back by another instance of the app or held by
 // an incident that can no longer use it: one given back in this process wakes the line at once.
 // Reading as often as work in progress (the poll interval) would load the storage account with
 // every waiter's reads.
@@ -291,8 +291,12 @@ func (p *Pipeline) linePoll(d time.Duration) time.Duration {
 	if scale <= 0 {
 		scale = 1
 	}
-	return max(time.Duration(float64(d)*scale), time.Second)
+	return max(time.Duration(float64(d)*scale), minLinePoll)
 }
+
+// minLinePoll bounds linePoll from below: a LUN's reading lists the reservations of every rescue
+// VM of the pool, and a storm has dozens of waiters.
+const minLinePoll = 5 * time.Second
 
 func (p *Pipeline) lineWait() time.Duration {
 	if p.LineWait > 0 {

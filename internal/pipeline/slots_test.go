@@ -297,8 +297,8 @@ func TestUpdateSlotSerialisesAttach(t *testing.T) {
 	e.holdSlot(lock.SlotUpdate, rescue, other)
 	p := e.newPipeline(nil)
 	// The slot is given back, without a wake (as by another instance), while the attach waits in
-	// line and reads it again every second (10 s compressed by the time scale, 1 s at the least).
-	p.LineWait, p.TimeScale = 10*time.Second, 0.01
+	// line and reads it again after 5 s (10 s compressed by the time scale, 5 s at the least).
+	p.LineWait, p.TimeScale = 20*time.Second, 0.01
 	e.sim.ResetCalls()
 	var wg sync.WaitGroup
 	var err error
