@@ -168,7 +168,7 @@ type Pipeline struct {
 	// zero is 10 seconds.
 	Poll time.Duration
 	// LineWait bounds the wait in line for a rescue VM's LUN or slot within an invocation
-	// (wake.go); zero is 5 minutes.
+	// (wake.go); zero is 5 minutes, compressed by TimeScale.
 	LineWait time.Duration
 	// TimeScale is the factor by which the host compresses scheduled waits (Config.TimeScale:
 	// 1 in Azure, `handler local`'s --time-scale); zero is 1.
@@ -298,11 +298,18 @@ func (p *Pipeline) linePoll(d time.Duration) time.Duration {
 // VM of the pool, and a storm has dozens of waiters.
 const minLinePoll = 5 * time.Second
 
+// lineWait is the bound of an invocation's waits in line, on the host's clock: compressed by its
+// time scale like the scheduled waits and the rollback's waits for a running delivery, which
+// would otherwise give up on a delivery that waits in line on the uncompressed clock.
 func (p *Pipeline) lineWait() time.Duration {
 	if p.LineWait > 0 {
 		return p.LineWait
 	}
-	return defaultLineWait
+	scale := p.TimeScale
+	if scale <= 0 {
+		scale = 1
+	}
+	return time.Duration(float64(defaultLineWait) * scale)
 }
 
 func (p *Pipeline) poll() time.Duration {
