@@ -274,10 +274,15 @@ func (p *Pipeline) subscriptions() []string {
 // left) into the wait of a scheduled message, which the host compresses by its time scale: the
 // clock already runs at the simulator's pace, so it must not be compressed again.
 func (p *Pipeline) clockWait(d time.Duration) time.Duration {
-	if p.TimeScale <= 0 || p.TimeScale == 1 {
-		return d
+	return time.Duration(float64(d) / p.timeScale())
+}
+
+// timeScale is TimeScale, 1 when unset.
+func (p *Pipeline) timeScale() float64 {
+	if p.TimeScale <= 0 {
+		return 1
 	}
-	return time.Duration(float64(d) / p.TimeScale)
+	return p.TimeScale
 }
 
 // linePoll is how often an invocation waiting in line (wake.go) reads a reservation again: every
@@ -287,11 +292,7 @@ func (p *Pipeline) clockWait(d time.Duration) time.Duration {
 // Reading as often as work in progress (the poll interval) would load the storage account with
 // every waiter's reads.
 func (p *Pipeline) linePoll(d time.Duration) time.Duration {
-	scale := p.TimeScale
-	if scale <= 0 {
-		scale = 1
-	}
-	return max(time.Duration(float64(d)*scale), minLinePoll)
+	return max(time.Duration(float64(d)*p.timeScale()), minLinePoll)
 }
 
 // minLinePoll bounds linePoll from below: a LUN's reading lists the reservations of every rescue
@@ -305,11 +306,7 @@ func (p *Pipeline) lineWait() time.Duration {
 	if p.LineWait > 0 {
 		return p.LineWait
 	}
-	scale := p.TimeScale
-	if scale <= 0 {
-		scale = 1
-	}
-	return time.Duration(float64(defaultLineWait) * scale)
+	return time.Duration(float64(defaultLineWait) * p.timeScale())
 }
 
 func (p *Pipeline) poll() time.Duration {
