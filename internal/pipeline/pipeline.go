@@ -73,6 +73,9 @@ const (
 	// maxCopyReads bounds the reads of a snapshot's copy within one invocation while its rate
 	// cannot be told.
 	maxCopyReads = 3
+	// maxShortCopyPauses bounds the pauses in a row, shorter than a poll interval, taken to read a
+	// snapshot's copy just after its predicted end.
+	maxShortCopyPauses = 2
 	// defaultPoll is the pause between reads of work in progress.
 	defaultPoll = 10 * time.Second
 	// capacityWait is the pause before looking for rescue capacity again.

@@ -131,14 +131,19 @@ func (r *run) ensureSnapshot(ctx context.Context, name, sourceDiskID, location, 
 }
 
 // awaitSnapshot waits for an incremental snapshot's background copy. A copy that ends within a
-// poll interval is waited for here, with one read just after its end. A longer one has the stage
+// poll interval is waited for here, with a read just after its predicted end. A longer one has the stage
 // run again by a scheduled message at the end its progress rate predicts, so that no invocation
 // holds a worker through a copy: a large disk's takes hours, and in a storm the incidents behind
 // would queue for the workers the waiting ones hold.
 func (p *Pipeline) awaitSnapshot(ctx context.Context, r *run, name string) error {
 	var prev copyProgress
-	shortened := false
+	short := maxShortCopyPauses
 	for reads := 1; ; reads++ {
+		// A reading is stamped when it is asked for: stamped on the answer, the time the answer
+		// spent on its way back would count as copy time, and an early reading (a few percent)
+		// multiplies that error into a late prediction. Stamped early, a prediction errs early,
+		// and the next short pause, from two readings, is accurate.
+		asked := time.Now()
 		snap, ok, err := p.getSnapshot(ctx, r.vm.SubscriptionID, r.vm.ResourceGroup, name)
 		if err != nil {
 			return fmt.Errorf("read snapshot %s: %w", name, err)
@@ -149,21 +154,23 @@ func (p *Pipeline) awaitSnapshot(ctx context.Context, r *run, name string) error
 		if snap.Complete() {
 			return nil
 		}
-		cur := copyProgress{percent: snap.CompletionPercent, at: time.Now()}
+		cur := copyProgress{percent: snap.CompletionPercent, at: asked}
 		left, known := copyLeft(prev, cur, snap.Created)
 		var pause time.Duration
 		switch {
 		case known && left > p.poll():
 			delay := min(p.clockWait(left+p.poll()/20), snapshotRecheck)
 			return &waitError{reason: fmt.Sprintf("snapshot %s is %.1f%% copied, about %s left", name, snap.CompletionPercent, left.Round(time.Second)), delay: delay}
-		case known && !shortened:
+		case known && short > 0:
 			// Read just after the predicted end rather than a whole interval later. A copy that
-			// slows down near its end is then read at the interval: never two short pauses.
-			pause, shortened = left+p.poll()/20, true
+			// keeps slowing down near its end is then read at the interval: a bounded number of
+			// short pauses in a row.
+			pause = left + p.poll()/20
+			short--
 		case !known && reads >= maxCopyReads:
 			return wait(capacityWait, "snapshot %s is %.1f%% copied and shows no progress rate yet", name, snap.CompletionPercent)
 		default:
-			pause, shortened = p.poll(), false
+			pause, short = p.poll(), maxShortCopyPauses
 		}
 		prev = cur
 		if err := sleep(ctx, pause); err != nil {
