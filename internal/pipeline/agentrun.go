@@ -134,9 +134,7 @@ func (p *Pipeline) runAgent(ctx context.Context, r *run, rescueVMID, step string
 		}
 	}
 
-	// A patch goes before a harvest: the patched incident has the longer way to go (the reboot,
-	// the crash, its own harvest), and a harvest's run is all that stands between its incident
-	// and the end; at the end of a storm, the last runs are then harvests, not patches.
+	// A patch goes before a harvest (wake.go): the patched incident has the longer way to go.
 	ok, holder, err := p.awaitSlot(ctx, r, lock.SlotAgent, rescue.String(), r.stage == incident.StageOfflinePatch, agentSlotHold, nil)
 	if err != nil {
 		return agent.Result{}, fmt.Errorf("agent slot of %s: %w", rescue.Name, err)
@@ -233,7 +231,7 @@ func (p *Pipeline) submitAgent(ctx context.Context, r *run, rescue resourceid.ID
 	// meets no attach or detach in progress there. The run itself is not: the update slot is
 	// given back once ARM accepted the PUT.
 	*keepSlot = true
-	release, err := r.updateSlot(ctx, rescue, step)
+	release, err := r.updateSlot(ctx, rescue, step, true)
 	if err != nil {
 		return agent.Result{}, err
 	}

@@ -110,7 +110,7 @@ func (r *run) attach(ctx context.Context, rescue resourceid.ID, diskID string, l
 	if err != nil {
 		return err
 	}
-	release, err := r.updateSlot(ctx, rescue, "attach")
+	release, err := r.updateSlot(ctx, rescue, "attach", false)
 	if err != nil {
 		return err
 	}
@@ -157,7 +157,7 @@ func (r *run) detach(ctx context.Context, rescue resourceid.ID, diskID string) e
 	if err != nil {
 		return err
 	}
-	release, err := r.updateSlot(ctx, rescue, "detach")
+	release, err := r.updateSlot(ctx, rescue, "detach", false)
 	if err != nil {
 		return err
 	}

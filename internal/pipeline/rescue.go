@@ -158,8 +158,8 @@ type candidate struct {
 
 // awaitRescue picks where diskID goes (pickRescue). With no capacity it waits in this process's
 // line for a LUN to be given back, within what is left of the invocation's time in line
-// (Pipeline.LineWait); after that the stage waits by a scheduled message. A harvest goes to the
-// head of the line.
+// (Pipeline.LineWait); after that the stage waits by a scheduled message. A harvest's disk goes
+// before a new rescue disk (wake.go).
 func (p *Pipeline) awaitRescue(ctx context.Context, r *run, location, zone, diskID string) (rescuePick, error) {
 	if r.dry {
 		return p.pickRescue(ctx, r, location, zone, diskID)

@@ -134,13 +134,15 @@ func (p *Pipeline) awaitSlot(ctx context.Context, r *run, s lock.Slot, rescueVMI
 
 // updateSlot takes the update slot of a rescue VM for one VM-level operation (what), waiting for it
 // in line (wake.go) within what is left of the invocation's time in line; after that it asks
-// for the stage to run again later. The returned release gives the slot back; calling it more
-// than once is harmless. In a dry run nothing is reserved.
-func (r *run) updateSlot(ctx context.Context, rescue resourceid.ID, what string) (release func(), err error) {
+// for the stage to run again later. first puts the operation ahead of the others in line: the
+// submission of a Run Command, which sets the rescue VM's agent to work, goes before attaches and
+// detaches, which only prepare or end work. The returned release gives the slot back; calling it
+// more than once is harmless. In a dry run nothing is reserved.
+func (r *run) updateSlot(ctx context.Context, rescue resourceid.ID, what string, first bool) (release func(), err error) {
 	if r.dry {
 		return func() {}, nil
 	}
-	ok, h, err := r.p.awaitSlot(ctx, r, lock.SlotUpdate, rescue.String(), false, updateSlotHold, func(ctx context.Context) (bool, error) {
+	ok, h, err := r.p.awaitSlot(ctx, r, lock.SlotUpdate, rescue.String(), first, updateSlotHold, func(ctx context.Context) (bool, error) {
 		vm, err := r.p.getVM(ctx, rescue, false)
 		if err != nil {
 			return false, fmt.Errorf("read rescue VM %s: %w", rescue.Name, err)

@@ -47,7 +47,7 @@ func waitUntil(t *testing.T, cond func() bool) {
 }
 
 // TestWaitInLineOrder: a reservation given back goes to the first in line, at once (the poll is
-// an hour), first come first served, with harvests ahead of new work.
+// an hour): patches (first) ahead of harvests, each first come first served.
 func TestWaitInLineOrder(t *testing.T) {
 	t.Parallel()
 	var l waitLine
@@ -63,9 +63,56 @@ func TestWaitInLineOrder(t *testing.T) {
 		})
 		waitUntil(t, func() bool { return l.len(key) == n+1 })
 	}
-	join("patch-1", false)
-	join("patch-2", false)
-	join("harvest", true)
+	join("harvest-1", false)
+	join("patch-1", true)
+	join("harvest-2", false)
+	join("patch-2", true)
+	for range 4 {
+		s.mu.Lock()
+		n := len(s.order)
+		s.mu.Unlock()
+		s.give(&l, key)
+		waitUntil(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.order) == n+1 })
+	}
+	wg.Wait()
+	want := []string{"patch-1", "patch-2", "harvest-1", "harvest-2"}
+	for i, who := range want {
+		if s.order[i] != who {
+			t.Fatalf("taken in order %v, want %v", s.order, want)
+		}
+	}
+	if n := l.len(key); n != 0 {
+		t.Errorf("%d left in line", n)
+	}
+}
+
+// TestWaitInLineWokenKeepsHead: a waiter woken for a reservation that another instance took
+// first keeps the head of the line, ahead of the patch behind it.
+func TestWaitInLineWokenKeepsHead(t *testing.T) {
+	t.Parallel()
+	var l waitLine
+	s := &slot{holder: "holder"}
+	const key = "lun"
+	var wg sync.WaitGroup
+	join := func(who string, first bool) {
+		n := l.len(key)
+		wg.Go(func() {
+			if got, err := waitInLine(t.Context(), &l, key, first, time.Hour, time.Minute, s.take(who)); !got || err != nil {
+				t.Errorf("%s: got %v, %v", who, got, err)
+			}
+		})
+		waitUntil(t, func() bool { return l.len(key) == n+1 })
+	}
+	join("harvest", false)
+	join("patch-1", true)
+	join("patch-2", true)
+	// Given back and taken at once by another instance: patch-1 is woken, finds it taken and
+	// goes back in line, at its head.
+	s.mu.Lock()
+	s.holder = "other instance"
+	s.mu.Unlock()
+	l.wakeFirst(key)
+	waitUntil(t, func() bool { return l.len(key) == 3 })
 	for range 3 {
 		s.mu.Lock()
 		n := len(s.order)
@@ -74,14 +121,11 @@ func TestWaitInLineOrder(t *testing.T) {
 		waitUntil(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.order) == n+1 })
 	}
 	wg.Wait()
-	want := []string{"harvest", "patch-1", "patch-2"}
+	want := []string{"patch-1", "patch-2", "harvest"}
 	for i, who := range want {
 		if s.order[i] != who {
 			t.Fatalf("taken in order %v, want %v", s.order, want)
 		}
-	}
-	if n := l.len(key); n != 0 {
-		t.Errorf("%d left in line", n)
 	}
 }
 
