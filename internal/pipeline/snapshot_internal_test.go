@@ -54,3 +54,22 @@ func TestClockWait(t *testing.T) {
 		}
 	}
 }
+
+func TestLineWait(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		scale float64
+		set   time.Duration
+		want  time.Duration
+	}{
+		{0, 0, 5 * time.Minute},
+		{0.05, 0, 15 * time.Second},
+		{0.001, 0, minLineWait}, // 0.3 s compressed: the floor
+		{0.001, 50 * time.Millisecond, 50 * time.Millisecond},
+	}
+	for _, tc := range cases {
+		if got := (&Pipeline{TimeScale: tc.scale, LineWait: tc.set}).lineWait(); got != tc.want {
+			t.Errorf("scale %v, LineWait %v: lineWait() = %v, want %v", tc.scale, tc.set, got, tc.want)
+		}
+	}
+}
