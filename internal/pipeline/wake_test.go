@@ -46,87 +46,80 @@ func waitUntil(t *testing.T, cond func() bool) {
 	}
 }
 
-// TestWaitInLineOrder: a reservation given back goes to the first in line, at once (the poll is
-// an hour): patches (first) ahead of harvests, each first come first served.
-func TestWaitInLineOrder(t *testing.T) {
-	t.Parallel()
-	var l waitLine
-	s := &slot{holder: "holder"}
-	const key = "agent rescue-01"
-	var wg sync.WaitGroup
-	join := func(who string, first bool) {
-		n := l.len(key)
-		wg.Go(func() {
-			if got, err := waitInLine(t.Context(), &l, key, first, time.Hour, time.Minute, s.take(who)); !got || err != nil {
-				t.Errorf("%s: got %v, %v", who, got, err)
-			}
-		})
-		waitUntil(t, func() bool { return l.len(key) == n+1 })
+// lineRig runs waiters in one line for a slot, each until it takes the slot (the poll is an
+// hour, so only a wake lets one look again).
+type lineRig struct {
+	t   *testing.T
+	l   waitLine
+	s   *slot
+	key string
+	wg  sync.WaitGroup
+}
+
+func newLineRig(t *testing.T, key string) *lineRig {
+	return &lineRig{t: t, s: &slot{holder: "holder"}, key: key}
+}
+
+// join starts a waiter and waits until it is in line.
+func (r *lineRig) join(who string, first bool) {
+	n := r.l.len(r.key)
+	r.wg.Go(func() {
+		if got, err := waitInLine(r.t.Context(), &r.l, r.key, first, time.Hour, time.Minute, r.s.take(who)); !got || err != nil {
+			r.t.Errorf("%s: got %v, %v", who, got, err)
+		}
+	})
+	waitUntil(r.t, func() bool { return r.l.len(r.key) == n+1 })
+}
+
+// serve gives the slot back once per waiter in want, each time after the last taker took it, and
+// checks who took it in turn.
+func (r *lineRig) serve(want ...string) {
+	for range want {
+		r.s.mu.Lock()
+		n := len(r.s.order)
+		r.s.mu.Unlock()
+		r.s.give(&r.l, r.key)
+		waitUntil(r.t, func() bool { r.s.mu.Lock(); defer r.s.mu.Unlock(); return len(r.s.order) == n+1 })
 	}
-	join("harvest-1", false)
-	join("patch-1", true)
-	join("harvest-2", false)
-	join("patch-2", true)
-	for range 4 {
-		s.mu.Lock()
-		n := len(s.order)
-		s.mu.Unlock()
-		s.give(&l, key)
-		waitUntil(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.order) == n+1 })
-	}
-	wg.Wait()
-	want := []string{"patch-1", "patch-2", "harvest-1", "harvest-2"}
+	r.wg.Wait()
 	for i, who := range want {
-		if s.order[i] != who {
-			t.Fatalf("taken in order %v, want %v", s.order, want)
+		if r.s.order[i] != who {
+			r.t.Fatalf("taken in order %v, want %v", r.s.order, want)
 		}
 	}
-	if n := l.len(key); n != 0 {
-		t.Errorf("%d left in line", n)
+	if n := r.l.len(r.key); n != 0 {
+		r.t.Errorf("%d left in line", n)
 	}
+}
+
+// TestWaitInLineOrder: a reservation given back goes to the first in line, at once: patches
+// (first) ahead of harvests, each first come first served.
+func TestWaitInLineOrder(t *testing.T) {
+	t.Parallel()
+	r := newLineRig(t, "agent rescue-01")
+	r.join("harvest-1", false)
+	r.join("patch-1", true)
+	r.join("harvest-2", false)
+	r.join("patch-2", true)
+	r.serve("patch-1", "patch-2", "harvest-1", "harvest-2")
 }
 
 // TestWaitInLineWokenKeepsHead: a waiter woken for a reservation that another instance took
 // first keeps the head of the line, ahead of the patch behind it.
 func TestWaitInLineWokenKeepsHead(t *testing.T) {
 	t.Parallel()
-	var l waitLine
-	s := &slot{holder: "holder"}
-	const key = "lun"
-	var wg sync.WaitGroup
-	join := func(who string, first bool) {
-		n := l.len(key)
-		wg.Go(func() {
-			if got, err := waitInLine(t.Context(), &l, key, first, time.Hour, time.Minute, s.take(who)); !got || err != nil {
-				t.Errorf("%s: got %v, %v", who, got, err)
-			}
-		})
-		waitUntil(t, func() bool { return l.len(key) == n+1 })
-	}
-	join("harvest", false)
-	join("patch-1", true)
-	join("patch-2", true)
+	r := newLineRig(t, "lun")
+	r.join("harvest", false)
+	r.join("patch-1", true)
+	r.join("patch-2", true)
 	// Given back and taken at once by another instance: patch-1 is woken, finds it taken and
 	// goes back in line, at its head.
-	s.mu.Lock()
-	s.holder = "other instance"
-	s.mu.Unlock()
-	l.wakeFirst(key)
-	waitUntil(t, func() bool { return l.len(key) == 3 })
-	for range 3 {
-		s.mu.Lock()
-		n := len(s.order)
-		s.mu.Unlock()
-		s.give(&l, key)
-		waitUntil(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.order) == n+1 })
-	}
-	wg.Wait()
-	want := []string{"patch-1", "patch-2", "harvest"}
-	for i, who := range want {
-		if s.order[i] != who {
-			t.Fatalf("taken in order %v, want %v", s.order, want)
-		}
-	}
+	r.s.mu.Lock()
+	r.s.holder = "other instance"
+	r.s.mu.Unlock()
+	r.l.wakeFirst(r.key)
+	waitUntil(t, func() bool { return r.l.len(r.key) == 3 })
+	r.serve("patch-1", "patch-2", "harvest")
 }
 
 // TestWaitInLineGivesUp: a waiter reads again each poll (a reservation given back by another
