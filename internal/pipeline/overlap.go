@@ -176,7 +176,8 @@ func deadLettered(recs []audit.Record, own string) map[string]bool {
 }
 
 // awaitStages asks the Failed stage to wait while a stage delivery that started before it is
-// still running: whatever that delivery makes, the rollback then finds and undoes.
+// still running: whatever that delivery makes, the rollback then finds and undoes. A delivery of
+// this process waiting in line is asked to stop waiting.
 func (r *run) awaitStages(ctx context.Context) error {
 	recs, err := r.p.Trail.Read(ctx, r.msg.IncidentID)
 	if err != nil {
@@ -186,6 +187,9 @@ func (r *run) awaitStages(ctx context.Context) error {
 	if len(open) == 0 {
 		return nil
 	}
+	// A delivery of this process that waits in line leaves it and records so (errRollbackBegun):
+	// the next look finds it over.
+	r.p.exits.leave(r.msg.IncidentID)
 	o := open[len(open)-1]
-	return wait(inFlightWait, "delivery %s of the %s stage is still running: the rollback waits for it", o.messageID, o.stage)
+	return r.p.awaitDelivery("delivery %s of the %s stage is still running: the rollback waits for it", o.messageID, o.stage)
 }

@@ -82,13 +82,17 @@ const (
 	capacityWait = 2 * time.Minute
 	// agentWait is the pause before looking at an agent run again.
 	agentWait = 2 * time.Minute
-	// inFlightWait is the pause when another delivery of the same stage is still running.
-	inFlightWait = 5 * time.Minute
+	// inFlightWait is the pause when another delivery of the incident is still running (of the
+	// same stage, or any stage for a rollback); minInFlightWait bounds it from below on the clock,
+	// when the host compresses its scheduled messages (awaitDelivery).
+	inFlightWait    = 5 * time.Minute
+	minInFlightWait = 5 * time.Second
 	// inFlightWindow: a "started" record younger than this, from another message, is a delivery
 	// still running (the host's functionTimeout plus margin).
 	inFlightWindow = 35 * time.Minute
-	// maxScheduledRetries bounds the scheduled retries of a stage for anything but rescue
-	// capacity, which is waited for without bound.
+	// maxScheduledRetries bounds the scheduled retries of a stage for anything but shared
+	// capacity, which is waited for without bound, and another delivery of the incident, which
+	// inFlightWindow bounds (awaitDelivery).
 	maxScheduledRetries = 20
 	// agentSASLifetime is the life of the read SAS of the agent binary: the bootstrap downloads it
 	// first thing.
@@ -180,6 +184,7 @@ type Pipeline struct {
 	Log       *slog.Logger
 
 	lines       waitLine // invocations of this process waiting for a rescue VM's LUN or slot
+	exits       exits    // ends the waits in line of incidents whose rollback has begun
 	agentOnce   sync.Once
 	agent       agentFile
 	agentErr    error
@@ -273,6 +278,16 @@ func (p *Pipeline) subscriptions() []string {
 	return out
 }
 
+// awaitDelivery asks for the stage to run again later because another delivery of the incident is
+// still running. It waits without a bound on the number of retries: inFlightWindow, on the
+// clock, bounds how long a delivery counts as running, while the number of retries depends on how
+// much the host compresses them. (Twenty retries, compressed by the storm's time scale of 0.001,
+// gave up on a delivery that waited in line after 6 s.) Each look costs a delivery and a read of
+// the trail, so a compressed wait is still minInFlightWait on the clock.
+func (p *Pipeline) awaitDelivery(format string, args ...any) error {
+	return &waitError{reason: fmt.Sprintf(format, args...), delay: max(inFlightWait, p.clockWait(minInFlightWait)), unbounded: true}
+}
+
 // clockWait turns a wait measured on the clock (ARM's Retry-After, the time a snapshot copy has
 // left) into the wait of a scheduled message, which the host compresses by its time scale: the
 // clock already runs at the simulator's pace, so it must not be compressed again.
@@ -302,24 +317,19 @@ func (p *Pipeline) linePoll(d time.Duration) time.Duration {
 // VM of the pool, and a storm has dozens of waiters.
 const minLinePoll = 5 * time.Second
 
-// lineWait is the bound of an invocation's waits in line, on the host's clock: compressed by its
-// time scale like the scheduled waits and the rollback's waits for a running delivery, which
-// would otherwise give up on a delivery that waits in line on the uncompressed clock; but no
-// shorter than minLineWait.
+// lineWait is the bound of an invocation's waits in line. It is not compressed by the time scale
+// of handler local: a wait in line ends as soon as the reservation is given back, and one
+// compressed to a fraction of a second turns into scheduled retries every few looks, each with
+// its audit records, a message, a delivery and a read of the incident's trail (the 150-VM storm
+// took 354 s compressed, 288 s with a floor of 2 s, 148 to 163 s uncompressed). A rollback does
+// not wait for the waits in line of this process (exits, wake.go), and its waits for another
+// instance's delivery are bounded by inFlightWindow, not by a number of retries.
 func (p *Pipeline) lineWait() time.Duration {
 	if p.LineWait > 0 {
 		return p.LineWait
 	}
-	return max(time.Duration(float64(defaultLineWait)*p.timeScale()), minLineWait)
+	return defaultLineWait
 }
-
-// minLineWait bounds lineWait from below. Compressed to a fraction of a second (the storm's time
-// scale of 0.001 makes 5 minutes 0.3 s), a wait in line turns into a scheduled retry every few
-// looks, and each costs audit records, a message, a delivery and a read of the incident's trail:
-// the 150-VM storm took 354 s (288 s with this floor, about 150 s with uncompressed waits). It
-// stays well under what a rollback waits for a running delivery at that scale (20 waits of 5
-// minutes, 6 s).
-const minLineWait = 2 * time.Second
 
 func (p *Pipeline) poll() time.Duration {
 	if p.Poll > 0 {

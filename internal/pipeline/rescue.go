@@ -166,7 +166,7 @@ func (p *Pipeline) awaitRescue(ctx context.Context, r *run, location, zone, disk
 	}
 	var pick rescuePick
 	var full error
-	got, err := waitInLine(ctx, &p.lines, lunLine, r.stage == incident.StageHarvestDump, p.linePoll(capacityWait), r.lineLeft(), func(ctx context.Context) (bool, error) {
+	got, err := waitInLine(ctx, r.exit, &p.lines, lunLine, r.stage == incident.StageHarvestDump, p.linePoll(capacityWait), r.lineLeft(), func(ctx context.Context) (bool, error) {
 		var err error
 		pick, err = p.pickRescue(ctx, r, location, zone, diskID)
 		var w *waitError

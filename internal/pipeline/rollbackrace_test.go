@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/vmrescue/vmrescue/internal/audit"
+	"github.com/vmrescue/vmrescue/internal/azsim"
 	"github.com/vmrescue/vmrescue/internal/bus"
 	"github.com/vmrescue/vmrescue/internal/fault"
 	"github.com/vmrescue/vmrescue/internal/incident"
@@ -350,4 +352,79 @@ func TestTwoRollbacks(t *testing.T) {
 		t.Errorf("lifecycle events %v, want one", ev)
 	}
 	e.checkClean(id)
+}
+
+// TestRollbackEndsWaitInLine: a RescueAttach delivery that waits in line for a LUN when its
+// incident's rollback begins, in the same process, stops waiting and records that it yields. The
+// rollback's next look finds it over: the incident ends rolled back, with no LUN of it reserved,
+// long before the delivery's time in line would have ended.
+func TestRollbackEndsWaitInLine(t *testing.T) {
+	t.Parallel()
+	fleet := azsim.DefaultFleet()
+	fleet.RescueVMs = []azsim.RescueVMSpec{{Name: "rescue-small", ResourceGroup: "rg-vmrescue", Size: "Standard_A1_v2", Zone: "1", HyperVGeneration: "V2"}}
+	e := newEnv(t, envOptions{fleet: fleet})
+	rescue := e.cfg.RescueVMs[0]
+	// Standard_A1_v2 takes 2 data disks; another active incident holds both.
+	other := e.activeIncident("app-batch-01")
+	for lun := range int32(2) {
+		if ok, _, err := e.locks.ReserveLUN(context.Background(), rescue, lun, other); err != nil || !ok {
+			t.Fatalf("reserve LUN %d: %v", lun, err)
+		}
+	}
+	id, d := e.reach(scenario{stage: incident.StageRescueAttach, vm: "app-web-01"})
+	p := e.newPipeline(nil)
+	p.LineWait = time.Hour
+	done := make(chan error, 1)
+	go func() { done <- e.run(p, context.Background(), d, 1) }()
+	waitFor(t, "the delivery waits in line", func() bool { return hasRecord(e.records(id), "waiting in line for a LUN") })
+
+	e.requestRollback(id)
+	e.deliverFailed() // finds the delivery running: ends its wait, and looks again later
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the delivery that waited in line: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the delivery still waits in line after the rollback began")
+	}
+	e.drain(e.pipeline())
+
+	if s := e.state(id); s != incident.StateClosed {
+		t.Errorf("incident %s, want closed (rolled back on request)", s)
+	}
+	if !hasRecord(e.records(id), "the rollback began while this delivery waited in line") {
+		t.Error("no record of the delivery yielding to the rollback")
+	}
+	holders, err := e.locks.LUNHolders(context.Background(), rescue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for lun, h := range holders {
+		if h == id {
+			t.Errorf("LUN %d still reserved for the rolled-back incident", lun)
+		}
+	}
+	e.checkClean(id)
+}
+
+// hasRecord reports whether a record's detail mentions s.
+func hasRecord(recs []audit.Record, s string) bool {
+	for _, r := range recs {
+		if strings.Contains(string(r.Detail), s) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(end) {
+			t.Fatalf("timed out: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -37,6 +37,11 @@ func (s *stageRunner) Run(ctx context.Context, msg incident.Message, d server.De
 		}
 		return err
 	}
+	if s.stage != incident.StageFailed {
+		var unwatch func()
+		r.exit, unwatch = s.p.exits.watch(msg.IncidentID)
+		defer unwatch()
+	}
 	return r.finish(ctx, s.fn(ctx, r))
 }
 
@@ -56,6 +61,9 @@ type run struct {
 	// lineEnd ends the invocation's waits in line (wake.go): Pipeline.LineWait in all, however
 	// many reservations it waits for.
 	lineEnd time.Time
+	// exit is closed when the incident's rollback begins in this process, which ends the
+	// delivery's waits in line (wake.go). Nil for the Failed stage: it is the rollback.
+	exit <-chan struct{}
 }
 
 // lineLeft is what is left of the invocation's time in line.
@@ -92,7 +100,8 @@ type detail struct {
 	// rollback was queued: the incident ends failed rather than closed.
 	RollbackQueued bool `json:"rollbackQueued,omitempty"`
 	// Unbounded marks a scheduled retry that waits for shared capacity (a LUN, a rescue VM's
-	// turn, the write budget): it does not count against maxScheduledRetries.
+	// turn, the write budget) or for another delivery of the incident (bounded by
+	// inFlightWindow): it does not count against maxScheduledRetries.
 	Unbounded bool `json:"unbounded,omitempty"`
 }
 
@@ -108,7 +117,8 @@ func detailOf(rec audit.Record) detail {
 type waitError struct {
 	reason string
 	delay  time.Duration
-	// unbounded: waiting for rescue capacity never gives up.
+	// unbounded: waiting for rescue capacity never gives up, and waiting for another delivery
+	// gives up only after inFlightWindow, whatever the number of retries.
 	unbounded bool
 }
 
@@ -167,7 +177,7 @@ func (p *Pipeline) begin(ctx context.Context, stage incident.Stage, msg incident
 			return r, false, r.resend(ctx, done)
 		}
 		if other, ok := r.inFlight(); ok {
-			return r, false, wait(inFlightWait, "delivery %s of this stage is still running", other)
+			return r, false, p.awaitDelivery("delivery %s of this stage is still running", other)
 		}
 	} else if none, err := r.nothingToRollBack(ctx); none || err != nil {
 		return r, false, err
@@ -193,7 +203,7 @@ func (p *Pipeline) begin(ctx context.Context, stage incident.Stage, msg incident
 			return r, false, r.yieldToRollback(ctx, mark, recs)
 		}
 		if other, ok := r.startedBefore(before); ok {
-			return r, false, wait(inFlightWait, "delivery %s of this stage started first", other)
+			return r, false, p.awaitDelivery("delivery %s of this stage started first", other)
 		}
 	}
 	return r, true, nil
@@ -287,6 +297,13 @@ func (r *run) finish(ctx context.Context, err error) error {
 	}
 	if ctx.Err() != nil {
 		return err // the invocation ended: let the host redeliver
+	}
+	if errors.Is(err, errRollbackBegun) {
+		// The record ends this delivery on the trail: the rollback goes on, and undoes what the
+		// delivery made.
+		r.log.Info("message absorbed: the rollback began while the delivery waited in line")
+		return r.append(ctx, incident.EventSkipped, detail{Reason: "the rollback began while this delivery waited in line: message absorbed",
+			Artifacts: nonEmpty(r.made), MessageID: r.d.MessageID}, "")
 	}
 	err = armerr.Classify(err)
 	var w *waitError

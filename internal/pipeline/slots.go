@@ -119,7 +119,7 @@ func (p *Pipeline) awaitSlot(ctx context.Context, r *run, s lock.Slot, rescueVMI
 		again = updateSlotGrace
 	}
 	waiting := false
-	got, err = waitInLine(ctx, &p.lines, slotLine(s, rescueVMID), first, p.linePoll(again), r.lineLeft(),
+	got, err = waitInLine(ctx, r.exit, &p.lines, slotLine(s, rescueVMID), first, p.linePoll(again), r.lineLeft(),
 		func(ctx context.Context) (bool, error) {
 			ok, h, err := p.reserveSlot(ctx, r, s, rescueVMID, hold, idle)
 			holder = h

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"errors"
 	"testing"
 	"time"
 )
@@ -63,13 +64,36 @@ func TestLineWait(t *testing.T) {
 		want  time.Duration
 	}{
 		{0, 0, 5 * time.Minute},
-		{0.05, 0, 15 * time.Second},
-		{0.001, 0, minLineWait}, // 0.3 s compressed: the floor
+		{0.05, 0, 5 * time.Minute}, // not compressed
+		{0.001, 0, 5 * time.Minute},
 		{0.001, 50 * time.Millisecond, 50 * time.Millisecond},
 	}
 	for _, tc := range cases {
 		if got := (&Pipeline{TimeScale: tc.scale, LineWait: tc.set}).lineWait(); got != tc.want {
 			t.Errorf("scale %v, LineWait %v: lineWait() = %v, want %v", tc.scale, tc.set, got, tc.want)
+		}
+	}
+}
+
+// TestAwaitDelivery: a wait for another delivery counts against no bound of retries, and on the
+// clock it lasts inFlightWait, or minInFlightWait once the host compresses it.
+func TestAwaitDelivery(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		scale float64
+		delay time.Duration // of the scheduled message, before the host compresses it
+	}{
+		{0, 5 * time.Minute},
+		{0.05, 5 * time.Minute},     // 15 s on the clock
+		{0.001, 5000 * time.Second}, // 5 s on the clock, not 0.3 s
+	}
+	for _, tc := range cases {
+		var w *waitError
+		if !errors.As((&Pipeline{TimeScale: tc.scale}).awaitDelivery("delivery %s", "m"), &w) {
+			t.Fatalf("scale %v: not a wait", tc.scale)
+		}
+		if w.delay != tc.delay || !w.unbounded || w.reason != "delivery m" {
+			t.Errorf("scale %v: wait %+v, want delay %v, unbounded", tc.scale, *w, tc.delay)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -110,11 +111,12 @@ func (l *waitLine) len(key string) int {
 }
 
 // waitInLine tries take until it succeeds, in line for key: again when woken and every poll
-// interval, until within has passed (got false) or ctx ends. A waiter that was woken and could not
+// interval, until within has passed (got false), ctx ends, or exit is closed (errRollbackBegun:
+// see exits). A waiter that was woken and could not
 // take what was given back (another instance took it first) keeps the head of the line. One that
 // was woken and leaves without it (its bound, its context or an error) wakes the next: what it
 // was woken for may still be free.
-func waitInLine(ctx context.Context, l *waitLine, key string, first bool, poll, within time.Duration, take func(context.Context) (bool, error)) (bool, error) {
+func waitInLine(ctx context.Context, exit <-chan struct{}, l *waitLine, key string, first bool, poll, within time.Duration, take func(context.Context) (bool, error)) (bool, error) {
 	deadline := time.Now().Add(within)
 	rk := rankRest
 	if first {
@@ -147,6 +149,9 @@ func waitInLine(ctx context.Context, l *waitLine, key string, first bool, poll, 
 		case <-ctx.Done():
 			t.Stop()
 			return false, ctx.Err()
+		case <-exit:
+			t.Stop()
+			return false, errRollbackBegun
 		case <-w.woken:
 			woken = true
 			leave()
@@ -155,4 +160,65 @@ func waitInLine(ctx context.Context, l *waitLine, key string, first bool, poll, 
 		}
 		t.Stop()
 	}
+}
+
+// An incident whose rollback has begun leaves every line it waits in, in this process. What its
+// delivery waits for it would only have to give back, and the rollback waits for the delivery to
+// end (awaitStages): without this, as long as the delivery's time in line. The rollback ends
+// those waits each time it finds a delivery still running; the delivery records that it yields
+// (errRollbackBegun) and acknowledges its message. A waiter in another instance of the app ends
+// with its time in line, and the rollback waits for it.
+
+// errRollbackBegun ends a stage delivery's wait in line when its incident's rollback has begun.
+var errRollbackBegun = errors.New("the incident's rollback has begun")
+
+// exits holds, per incident, the channel that ends its deliveries' waits in line.
+type exits struct {
+	mu sync.Mutex
+	m  map[string]*exit
+}
+
+type exit struct {
+	ch chan struct{}
+	n  int // deliveries watching it
+}
+
+// watch returns the channel that leave closes for incidentID, and the function that stops
+// watching it.
+func (e *exits) watch(incidentID string) (<-chan struct{}, func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.m == nil {
+		e.m = map[string]*exit{}
+	}
+	x := e.m[incidentID]
+	if x == nil {
+		x = &exit{ch: make(chan struct{})}
+		e.m[incidentID] = x
+	}
+	x.n++
+	var once sync.Once
+	return x.ch, func() {
+		once.Do(func() {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			if x.n--; x.n == 0 && e.m[incidentID] == x {
+				delete(e.m, incidentID)
+			}
+		})
+	}
+}
+
+// leave ends the waits in line of incidentID's deliveries in this process. It reports whether
+// any delivery was watching.
+func (e *exits) leave(incidentID string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	x := e.m[incidentID]
+	if x == nil {
+		return false
+	}
+	close(x.ch)
+	delete(e.m, incidentID)
+	return true
 }

@@ -64,7 +64,7 @@ func newLineRig(t *testing.T, key string) *lineRig {
 func (r *lineRig) join(who string, first bool) {
 	n := r.l.len(r.key)
 	r.wg.Go(func() {
-		if got, err := waitInLine(r.t.Context(), &r.l, r.key, first, time.Hour, time.Minute, r.s.take(who)); !got || err != nil {
+		if got, err := waitInLine(r.t.Context(), nil, &r.l, r.key, first, time.Hour, time.Minute, r.s.take(who)); !got || err != nil {
 			r.t.Errorf("%s: got %v, %v", who, got, err)
 		}
 	})
@@ -138,7 +138,7 @@ func TestWaitInLineGivesUp(t *testing.T) {
 			s.holder = "" // no wake
 			s.mu.Unlock()
 		}()
-		got, err := waitInLine(t.Context(), &l, key, false, 10*time.Millisecond, time.Minute, s.take("me"))
+		got, err := waitInLine(t.Context(), nil, &l, key, false, 10*time.Millisecond, time.Minute, s.take("me"))
 		if !got || err != nil {
 			t.Fatalf("got %v, %v", got, err)
 		}
@@ -149,7 +149,7 @@ func TestWaitInLineGivesUp(t *testing.T) {
 		s := &slot{holder: "holder"}
 		var tries atomic.Int32
 		start := time.Now()
-		got, err := waitInLine(t.Context(), &l, key, false, 10*time.Millisecond, 50*time.Millisecond, func(ctx context.Context) (bool, error) {
+		got, err := waitInLine(t.Context(), nil, &l, key, false, 10*time.Millisecond, 50*time.Millisecond, func(ctx context.Context) (bool, error) {
 			tries.Add(1)
 			return s.take("me")(ctx)
 		})
@@ -161,7 +161,7 @@ func TestWaitInLineGivesUp(t *testing.T) {
 		t.Parallel()
 		var l waitLine
 		boom := errors.New("storage down")
-		got, err := waitInLine(t.Context(), &l, key, false, time.Hour, time.Minute, func(context.Context) (bool, error) { return false, boom })
+		got, err := waitInLine(t.Context(), nil, &l, key, false, time.Hour, time.Minute, func(context.Context) (bool, error) { return false, boom })
 		if got || !errors.Is(err, boom) || l.len(key) != 0 {
 			t.Fatalf("got %v, %v", got, err)
 		}
@@ -172,7 +172,7 @@ func TestWaitInLineGivesUp(t *testing.T) {
 		s := &slot{holder: "holder"}
 		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
 		defer cancel()
-		got, err := waitInLine(ctx, &l, key, false, time.Hour, time.Minute, s.take("me"))
+		got, err := waitInLine(ctx, nil, &l, key, false, time.Hour, time.Minute, s.take("me"))
 		if got || !errors.Is(err, context.DeadlineExceeded) || l.len(key) != 0 {
 			t.Fatalf("got %v, %v", got, err)
 		}
@@ -185,7 +185,7 @@ func TestWaitInLineGivesUp(t *testing.T) {
 		first := make(chan error, 1)
 		go func() {
 			// Woken, its read of the slot fails: it leaves the line with the error.
-			_, err := waitInLine(t.Context(), &l, key, false, time.Hour, time.Minute, func(c context.Context) (bool, error) {
+			_, err := waitInLine(t.Context(), nil, &l, key, false, time.Hour, time.Minute, func(c context.Context) (bool, error) {
 				if woken.Load() {
 					return false, errors.New("storage down")
 				}
@@ -196,7 +196,7 @@ func TestWaitInLineGivesUp(t *testing.T) {
 		waitUntil(t, func() bool { return l.len(key) == 1 })
 		done := make(chan bool, 1)
 		go func() {
-			got, _ := waitInLine(t.Context(), &l, key, false, time.Hour, time.Minute, s.take("second"))
+			got, _ := waitInLine(t.Context(), nil, &l, key, false, time.Hour, time.Minute, s.take("second"))
 			done <- got
 		}()
 		waitUntil(t, func() bool { return l.len(key) == 2 })
