@@ -109,10 +109,7 @@ func diskOf(e *env, id string) string {
 // (scheduled retries, never a failure) and completes once a LUN is free.
 func TestFullRescuePool(t *testing.T) {
 	t.Parallel()
-	fleet := azsim.DefaultFleet()
-	fleet.RescueVMs = []azsim.RescueVMSpec{{Name: "rescue-small", ResourceGroup: "rg-vmrescue", Size: "Standard_A1_v2", Zone: "1", HyperVGeneration: "V2"}}
-	e := newEnv(t, envOptions{fleet: fleet})
-	rescue := e.cfg.RescueVMs[0]
+	e, rescue := smallPoolEnv(t)
 	busy := "inc-20200101-000000-b0b0"
 	ctx := context.Background()
 	for lun := int32(0); lun < 2; lun++ {

@@ -15,10 +15,7 @@ import (
 // and the reservations never exceed the size's limit.
 func TestRescueLastSlotRace(t *testing.T) {
 	t.Parallel()
-	fleet := azsim.DefaultFleet()
-	fleet.RescueVMs = []azsim.RescueVMSpec{{Name: "rescue-small", ResourceGroup: "rg-vmrescue", Size: "Standard_A1_v2", Zone: "1", HyperVGeneration: "V2"}}
-	e := newEnv(t, envOptions{fleet: fleet})
-	rescue := e.cfg.RescueVMs[0]
+	e, rescue := smallPoolEnv(t)
 	ctx := context.Background()
 	// Standard_A1_v2 takes 2 data disks; another incident holds one slot.
 	if ok, _, err := e.locks.ReserveLUN(ctx, rescue, 0, "inc-20200101-000000-b0b0"); err != nil || !ok {
@@ -52,4 +49,14 @@ func TestRescueLastSlotRace(t *testing.T) {
 	if len(vm.DataDisks) > 1 {
 		t.Errorf("%d disks attached; only one slot was free", len(vm.DataDisks))
 	}
+}
+
+// smallPoolEnv is an environment whose rescue pool is one Standard_A1_v2 in zone 1, which takes 2
+// data disks; it returns the rescue VM's id with it.
+func smallPoolEnv(t *testing.T) (*env, string) {
+	t.Helper()
+	fleet := azsim.DefaultFleet()
+	fleet.RescueVMs = []azsim.RescueVMSpec{{Name: "rescue-small", ResourceGroup: "rg-vmrescue", Size: "Standard_A1_v2", Zone: "1", HyperVGeneration: "V2"}}
+	e := newEnv(t, envOptions{fleet: fleet})
+	return e, e.cfg.RescueVMs[0]
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/vmrescue/vmrescue/internal/audit"
-	"github.com/vmrescue/vmrescue/internal/azsim"
 	"github.com/vmrescue/vmrescue/internal/bus"
 	"github.com/vmrescue/vmrescue/internal/fault"
 	"github.com/vmrescue/vmrescue/internal/incident"
@@ -360,10 +359,7 @@ func TestTwoRollbacks(t *testing.T) {
 // long before the delivery's time in line would have ended.
 func TestRollbackEndsWaitInLine(t *testing.T) {
 	t.Parallel()
-	fleet := azsim.DefaultFleet()
-	fleet.RescueVMs = []azsim.RescueVMSpec{{Name: "rescue-small", ResourceGroup: "rg-vmrescue", Size: "Standard_A1_v2", Zone: "1", HyperVGeneration: "V2"}}
-	e := newEnv(t, envOptions{fleet: fleet})
-	rescue := e.cfg.RescueVMs[0]
+	e, rescue := smallPoolEnv(t)
 	// Standard_A1_v2 takes 2 data disks; another active incident holds both.
 	other := e.activeIncident("app-batch-01")
 	for lun := range int32(2) {
