@@ -321,7 +321,7 @@ const minLinePoll = 5 * time.Second
 // of handler local: a wait in line ends as soon as the reservation is given back, and one
 // compressed to a fraction of a second turns into scheduled retries every few looks, each with
 // its audit records, a message, a delivery and a read of the incident's trail (the 150-VM storm
-// took 354 s compressed, 288 s with a floor of 2 s, 148 to 163 s uncompressed). A rollback does
+// took 354 s compressed, 288 s with a floor of 2 s, 146 s uncompressed). A rollback does
 // not wait for the waits in line of this process (exits, wake.go), and its waits for another
 // instance's delivery are bounded by inFlightWindow, not by a number of retries.
 func (p *Pipeline) lineWait() time.Duration {

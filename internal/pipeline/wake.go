@@ -209,16 +209,12 @@ func (e *exits) watch(incidentID string) (<-chan struct{}, func()) {
 	}
 }
 
-// leave ends the waits in line of incidentID's deliveries in this process. It reports whether
-// any delivery was watching.
-func (e *exits) leave(incidentID string) bool {
+// leave ends the waits in line of incidentID's deliveries in this process.
+func (e *exits) leave(incidentID string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	x := e.m[incidentID]
-	if x == nil {
-		return false
+	if x := e.m[incidentID]; x != nil {
+		close(x.ch)
+		delete(e.m, incidentID)
 	}
-	close(x.ch)
-	delete(e.m, incidentID)
-	return true
 }
