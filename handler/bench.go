@@ -51,6 +51,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&s.Capacity.VMs, "capacity-vms", 200, "capacity: crashing VMs")
 	fs.IntVar(&s.Capacity.RescueVMs, "capacity-rescue", 4, "capacity: rescue VMs (8 LUNs each)")
 	fs.IntVar(&s.Capacity.WritesPerHour, "capacity-writes", 1200, "capacity: ARM writes per hour per subscription")
+	fs.IntVar(&s.Capacity.DeletesPerHour, "capacity-deletes", 15000, "capacity: ARM deletes per hour per subscription (ARM counts them apart from writes)")
 	fs.Float64Var(&s.Capacity.TimeScale, "capacity-time-scale", 0.05, "capacity: time scale of this scenario")
 	fs.Float64Var(&s.Critical.TimeScale, "critical-time-scale", bench.DefaultCriticalTimeScale, "critical-path: time scale of this scenario")
 	fs.IntVar(&s.Overhead.Invocations, "overhead-invocations", 2000, "overhead: intake invocations measured")

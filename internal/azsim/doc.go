@@ -29,7 +29,7 @@
 //	    TimeScale   float64            // multiplies every latency; 0 = no waiting (tests)
 //	    Latency     LatencyTable       // nil = DefaultLatency()
 //	    Faults      FaultConfig        // Rate, Seed, Kinds: deterministic injected faults
-//	    WriteBudget WriteBudget        // ARM writes per window per subscription; 0 = unlimited
+//	    WriteBudget WriteBudget        // ARM writes and deletes per window per subscription; 0 = unlimited
 //	    Executor    RunCommandExecutor // nil = RecordingExecutor (records, returns configured output)
 //	    Clock       Clock              // nil = wall clock; *ManualClock in tests
 //	    PublicURL   string             // base URL of Handler(), for boot diagnostics URIs
@@ -173,6 +173,7 @@
 // (seed, operation, path, n-th call of that operation on that path), so the same run gives the same
 // faults whatever the interleaving. Kinds: 429 (Retry-After), 500, 503, timeout (the request IS
 // applied, then the response is lost: 504 GatewayTimeout after a delay), 409 Conflict (writes only).
-// WriteBudget{Writes: 1200, Window: time.Hour} answers writes beyond the budget with 429
-// SubscriptionRequestsThrottled and Retry-After. Retry-After-Ms and Retry-After carry scaled delays.
+// WriteBudget{Writes: 1200, Deletes: 15000, Window: time.Hour} answers writes (PUT, PATCH, POST)
+// and deletes beyond their limits with 429 SubscriptionRequestsThrottled and Retry-After; as ARM
+// does, it counts a DELETE against the deletes only. Retry-After-Ms and Retry-After carry scaled delays.
 package azsim

@@ -107,20 +107,43 @@ func (s *Sim) faultError(k FaultKind, write bool) *armError {
 	return e
 }
 
-// WriteBudget is ARM's per-subscription write limit: at most Writes writes (PUT, PATCH, POST,
-// DELETE; not polls) in any Window, measured on the simulator's clock. Window is at time scale 1
-// and is scaled like latencies (unscaled when TimeScale is 0). Azure's default is 1200 writes an
-// hour per subscription and principal ("Understand how Azure Resource Manager throttles
-// requests"). A write beyond it gets 429 SubscriptionRequestsThrottled with Retry-After.
+// WriteBudget is ARM's per-subscription limit on writes and deletes: at most Writes writes (PUT,
+// PATCH, POST; not polls) and at most Deletes deletes (DELETE) in any Window, measured on the
+// simulator's clock. ARM counts the two apart: its default limits are 1200 writes and 15000
+// deletes an hour per subscription and principal ("Understand how Azure Resource Manager
+// throttles requests"), and a delete answers with x-ms-ratelimit-remaining-subscription-deletes,
+// not -writes. Window is at time scale 1 and is scaled like latencies (unscaled when TimeScale is
+// 0). A request beyond its limit gets 429 SubscriptionRequestsThrottled with Retry-After. A zero
+// limit is unlimited.
 type WriteBudget struct {
-	Writes int
-	Window time.Duration
+	Writes  int
+	Deletes int
+	Window  time.Duration
 }
 
-// spendWrite takes one write from the budget, or says how long until one is free.
-func (s *Sim) spendWrite() (remaining int, retryAfter time.Duration, ok bool) {
+// budgetKind is what a request is counted as: a write or a delete.
+type budgetKind int
+
+const (
+	budgetWrites budgetKind = iota
+	budgetDeletes
+)
+
+func (k budgetKind) String() string {
+	if k == budgetDeletes {
+		return "delete"
+	}
+	return "write"
+}
+
+// spend takes one request of kind from the budget, or says how long until one is free.
+func (s *Sim) spend(kind budgetKind) (remaining int, retryAfter time.Duration, ok bool) {
 	b := s.opts.WriteBudget
-	if b.Writes <= 0 || b.Window <= 0 {
+	limit := b.Writes
+	if kind == budgetDeletes {
+		limit = b.Deletes
+	}
+	if limit <= 0 || b.Window <= 0 {
 		return -1, 0, true
 	}
 	window := b.Window
@@ -130,14 +153,16 @@ func (s *Sim) spendWrite() (remaining int, retryAfter time.Duration, ok bool) {
 	now := s.state.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	spent := s.spent[kind]
 	cut := 0
-	for cut < len(s.writes) && !now.Before(s.writes[cut].Add(window)) {
+	for cut < len(spent) && !now.Before(spent[cut].Add(window)) {
 		cut++
 	}
-	s.writes = s.writes[cut:]
-	if len(s.writes) >= b.Writes {
-		return 0, s.writes[0].Add(window).Sub(now), false
+	spent = spent[cut:]
+	if len(spent) >= limit {
+		s.spent[kind] = spent
+		return 0, spent[0].Add(window).Sub(now), false
 	}
-	s.writes = append(s.writes, now)
-	return b.Writes - len(s.writes), 0, true
+	s.spent[kind] = append(spent, now)
+	return limit - len(s.spent[kind]), 0, true
 }

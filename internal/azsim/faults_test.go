@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/vmrescue/vmrescue/internal/azsim"
 )
 
@@ -158,5 +160,68 @@ func TestWriteBudget(t *testing.T) {
 	clock.Advance(30 * time.Minute)
 	if err := write(); err != nil {
 		t.Errorf("write after the window moved: %v", err)
+	}
+}
+
+// TestDeleteBudget: ARM counts deletes apart from writes. A delete spends nothing of an exhausted
+// write budget, and is throttled by its own limit, with its own remaining-count header.
+func TestDeleteBudget(t *testing.T) {
+	t.Parallel()
+	clock := azsim.NewManualClock(time.Date(2026, 11, 20, 3, 0, 0, 0, time.UTC))
+	sim, err := azsim.New(nil, azsim.Options{Clock: clock, Latency: azsim.LatencyTable{},
+		WriteBudget: azsim.WriteBudget{Writes: 1, Deletes: 2, Window: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClients(t, sim.SubscriptionID(), noRetry(sim))
+	write := func() error {
+		p, err := c.vms.BeginDeallocate(ctxT(t), appRG, webVM, nil)
+		if err != nil {
+			return err
+		}
+		_, err = p.PollUntilDone(ctxT(t), nil)
+		return err
+	}
+	del := func(name string) (http.Header, error) {
+		var raw *http.Response
+		p, err := c.disks.BeginDelete(runtime.WithCaptureResponse(ctxT(t), &raw), appRG, name, nil)
+		if err != nil {
+			return nil, err
+		}
+		_, err = p.PollUntilDone(ctxT(t), nil)
+		return raw.Header, err
+	}
+	if err := write(); err != nil {
+		t.Fatalf("first write: %v", err)
+	}
+	wantCode(t, write(), azsim.CodeSubscriptionThrottled, http.StatusTooManyRequests)
+	for i, want := range []string{"1", "0"} {
+		h, err := del(fmt.Sprintf("gone-%d", i))
+		if err != nil {
+			t.Fatalf("delete %d with the write budget spent: %v", i, err)
+		}
+		if got := h.Get("x-ms-ratelimit-remaining-subscription-deletes"); got != want {
+			t.Errorf("delete %d: remaining deletes %q, want %q", i, got, want)
+		}
+		if got := h.Get("x-ms-ratelimit-remaining-subscription-writes"); got != "" {
+			t.Errorf("delete %d answered remaining writes %q: a delete is not a write", i, got)
+		}
+	}
+	_, err = del("gone-2")
+	wantCode(t, err, azsim.CodeSubscriptionThrottled, http.StatusTooManyRequests)
+	if !strings.Contains(err.Error(), "'delete' requests") {
+		t.Errorf("throttled delete: %v, want it to name the delete limit", err)
+	}
+	var deletes int
+	for _, call := range sim.CallLog() {
+		if call.Delete {
+			deletes++
+			if !call.Write || call.Method != http.MethodDelete {
+				t.Errorf("call %+v marked a delete", call)
+			}
+		}
+	}
+	if deletes != 3 {
+		t.Errorf("%d calls marked deletes, want 3", deletes)
 	}
 }

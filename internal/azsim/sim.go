@@ -38,7 +38,7 @@ type Options struct {
 	Latency LatencyTable
 	// Faults injects faults into requests. `handler local --faults RATE --seed S`.
 	Faults FaultConfig
-	// WriteBudget limits ARM writes per window; zero is unlimited.
+	// WriteBudget limits ARM writes and deletes per window; zero is unlimited.
 	WriteBudget WriteBudget
 	// Executor runs managed Run Commands; nil is a *RecordingExecutor answering exit code 0.
 	Executor RunCommandExecutor
@@ -68,14 +68,16 @@ type Options struct {
 
 // Call is one request the simulator answered.
 type Call struct {
-	Time          time.Time
-	Op            string // e.g. VirtualMachines.BeginDeallocate
-	Method        string
-	Path          string
-	Status        int
-	ErrorCode     string
-	Poll          bool // a poll of a long-running operation
-	Write         bool
+	Time      time.Time
+	Op        string // e.g. VirtualMachines.BeginDeallocate
+	Method    string
+	Path      string
+	Status    int
+	ErrorCode string
+	Poll      bool // a poll of a long-running operation
+	// Write is any request but a GET or HEAD. Delete marks a DELETE among them: ARM counts it
+	// against the subscription's deletes, not its writes.
+	Write, Delete bool
 	Fault         FaultKind
 	CorrelationID string // x-ms-correlation-request-id
 	// Latency is the simulated time the request itself took (at the time scale): the latency
@@ -99,7 +101,7 @@ type Sim struct {
 	callLog  []Call
 	faultLog []FaultEvent
 	faultSeq map[string]int
-	writes   []time.Time
+	spent    [2][]time.Time         // times of the writes and deletes in the budget's window, by budgetKind
 	lros     map[string]*pendingLRO // by operation id
 	lroSeq   int
 }
@@ -289,7 +291,7 @@ func (t *transport) Do(req *http.Request) (*http.Response, error) {
 	}
 	op := opName(api)
 	write := req.Method != http.MethodGet && req.Method != http.MethodHead
-	call := Call{Time: s.state.now(), Op: op, Method: req.Method, Path: req.URL.Path, Write: write, Poll: internal,
+	call := Call{Time: s.state.now(), Op: op, Method: req.Method, Path: req.URL.Path, Write: write, Delete: req.Method == http.MethodDelete, Poll: internal,
 		CorrelationID: req.Header.Get("x-ms-correlation-request-id")}
 	resp, err := s.serve(req, api, op, write, &call)
 	if resp != nil {
@@ -333,15 +335,20 @@ func (s *Sim) serve(req *http.Request, api, op string, write bool, call *Call) (
 		return s.faultError(kind, write).response(req), nil
 	}
 	var remaining = -1
+	counted := budgetWrites
+	if call.Delete {
+		counted = budgetDeletes
+	}
+	header := "x-ms-ratelimit-remaining-subscription-" + counted.String() + "s"
 	if write {
-		rem, wait, ok := s.spendWrite()
+		rem, wait, ok := s.spend(counted)
 		if !ok {
 			e := newARMError(http.StatusTooManyRequests, CodeSubscriptionThrottled,
-				"Number of 'write' requests for subscription '%s' exceeded. Please try again after '%d' seconds after additional tokens are available. Refer to https://aka.ms/arm-throttling",
-				s.fleet.SubscriptionID, int(wait.Seconds()+0.999))
+				"Number of '%s' requests for subscription '%s' exceeded. Please try again after '%d' seconds after additional tokens are available. Refer to https://aka.ms/arm-throttling",
+				counted, s.fleet.SubscriptionID, int(wait.Seconds()+0.999))
 			e.RetryAfter = max(wait, time.Millisecond)
 			resp := e.response(req)
-			resp.Header.Set("x-ms-ratelimit-remaining-subscription-writes", "0")
+			resp.Header.Set(header, "0")
 			return resp, nil
 		}
 		remaining = rem
@@ -372,7 +379,7 @@ func (s *Sim) serve(req *http.Request, api, op string, write bool, call *Call) (
 		return nil, err
 	}
 	if remaining >= 0 {
-		resp.Header.Set("x-ms-ratelimit-remaining-subscription-writes", strconv.Itoa(remaining))
+		resp.Header.Set(header, strconv.Itoa(remaining))
 	}
 	s.asARMLongRunning(req, resp, api, info.op, ft)
 	if kind == FaultTimeout {

@@ -22,6 +22,9 @@ type CapacityOptions struct {
 	VMs           int // crashing VMs (default 200)
 	RescueVMs     int // rescue VMs of Standard_D4s_v5, MaxDataDiskCount 8 (default 4)
 	WritesPerHour int // ARM write budget per subscription (default 1200)
+	// DeletesPerHour is ARM's delete budget per subscription (default 15000), which ARM keeps
+	// apart from the writes.
+	DeletesPerHour int
 	// TimeScale of this scenario; 0 is the run's. The limits are in simulated time, so a scale at
 	// which the handler's own work is small beside them (0.02 and up) measures the design.
 	TimeScale float64
@@ -36,6 +39,9 @@ func (c *CapacityOptions) defaults() {
 	}
 	if c.WritesPerHour <= 0 {
 		c.WritesPerHour = 1200
+	}
+	if c.DeletesPerHour <= 0 {
+		c.DeletesPerHour = 15000
 	}
 }
 
@@ -52,18 +58,24 @@ var (
 const runCommandOp = "VirtualMachineRunCommands.BeginCreateOrUpdate"
 
 // postReads are the operations pipeline.Operations lists as reads that are POST requests. ARM
-// counts every request that is not a GET against the write budget (its answers carry
+// counts every PUT, PATCH and POST against the write budget (its answers carry
 // x-ms-ratelimit-remaining-subscription-writes), and so does the simulator.
 var postReads = map[string]bool{"Tickets.CheckNameAvailability": true}
 
+// isDelete reports an operation that is a DELETE request: ARM counts it against the delete
+// budget, not the write budget.
+func isDelete(op string) bool {
+	return strings.HasSuffix(op, ".BeginDelete") || strings.HasSuffix(op, ".Delete")
+}
+
 // minWrites is the number of requests against the write budget an incident makes on path when
 // nothing is refused, throttled or redone: the write rows of pipeline.Operations on that path
-// (the stage tests hold the stages to those rows) and its POST reads.
+// (the stage tests hold the stages to those rows) that are not deletes, and its POST reads.
 func minWrites(path map[string]string) int {
 	n := 0
 	for _, o := range pipeline.Operations {
 		p, ok := path[o.Stage]
-		if ok && (o.Write || postReads[o.Op]) && (o.Path == "" || o.Path == p) {
+		if ok && ((o.Write && !isDelete(o.Op)) || postReads[o.Op]) && (o.Path == "" || o.Path == p) {
 			n += o.Count
 		}
 	}
@@ -81,20 +93,49 @@ func minOps(path map[string]string, op string) int {
 	return n
 }
 
-// runCommandUse sums, over the rescue VMs, the time their agent runs took and the pauses between
-// one run's end and the next one's start.
-func runCommandUse(perVM map[string][]azsim.Operation) (busy, gaps time.Duration, pauses int) {
+// rescueUse is how the rescue VMs' agents were used: the time their runs took, the pauses
+// between one run's end and the next one's start on the same VM (sorted), and per interval of the
+// run the share of the pool's time spent running.
+type rescueUse struct {
+	Busy   time.Duration
+	Pauses []time.Duration
+	Shares []float64
+}
+
+// runCommandUse measures the agent runs of vms rescue VMs, per interval from t0.
+func runCommandUse(perVM map[string][]azsim.Operation, vms int, t0 time.Time, interval time.Duration) rescueUse {
+	var u rescueUse
+	var busyIn []time.Duration
 	for _, ops := range perVM {
 		slices.SortFunc(ops, func(a, b azsim.Operation) int { return a.Start.Compare(b.Start) })
 		for i, op := range ops {
-			busy += op.End.Sub(op.Start)
+			u.Busy += op.End.Sub(op.Start)
 			if i > 0 && op.Start.After(ops[i-1].End) {
-				gaps += op.Start.Sub(ops[i-1].End)
-				pauses++
+				u.Pauses = append(u.Pauses, op.Start.Sub(ops[i-1].End))
+			}
+			from, to := max(op.Start.Sub(t0), 0), max(op.End.Sub(t0), 0)
+			for k := int(from / interval); time.Duration(k)*interval < to; k++ {
+				for len(busyIn) <= k {
+					busyIn = append(busyIn, 0)
+				}
+				lo, hi := time.Duration(k)*interval, time.Duration(k+1)*interval
+				busyIn[k] += min(to, hi) - max(from, lo)
 			}
 		}
 	}
-	return busy, gaps, pauses
+	slices.Sort(u.Pauses)
+	for _, b := range busyIn {
+		u.Shares = append(u.Shares, b.Seconds()/(interval.Seconds()*float64(max(vms, 1))))
+	}
+	return u
+}
+
+// quantile is the q-quantile of sorted durations (nearest rank); 0 when there are none.
+func quantile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(int(q*float64(len(sorted))), len(sorted)-1)]
 }
 
 // perInterval counts sorted times per interval, as "a b c ...".
@@ -182,12 +223,12 @@ func Capacity(ctx context.Context, o Options, co CapacityOptions) (Result, error
 	size, _ := azsim.LookupSize(rescueSize)
 	slots := co.RescueVMs * size.MaxDataDiskCount
 	res := Result{Scenario: "capacity", Params: map[string]any{"vms": co.VMs, "rescueVms": co.RescueVMs, "rescueSize": rescueSize,
-		"lunsPerRescueVm": size.MaxDataDiskCount, "writesPerHour": co.WritesPerHour, "timeScale": o.scale(), "seed": o.Seed}}
+		"lunsPerRescueVm": size.MaxDataDiskCount, "writesPerHour": co.WritesPerHour, "deletesPerHour": co.DeletesPerHour, "timeScale": o.scale(), "seed": o.Seed}}
 	fleet, err := makeFleet(co.VMs, co.RescueVMs, rescueSize)
 	if err != nil {
 		return res, err
 	}
-	budget := azsim.WriteBudget{Writes: co.WritesPerHour, Window: time.Hour}
+	budget := azsim.WriteBudget{Writes: co.WritesPerHour, Deletes: co.DeletesPerHour, Window: time.Hour}
 	env, err := start(ctx, o, fleet, noFaults, func(so *azsim.Options, _ *localhost.Stack) { so.WriteBudget = budget })
 	if err != nil {
 		return res, err
@@ -210,12 +251,20 @@ func Capacity(ctx context.Context, o Options, co CapacityOptions) (Result, error
 	total := time.Since(t0).Seconds() - idleSettle.Seconds()
 
 	// What the run spent. A write the budget refused (429) costs nothing; any other write,
-	// refused by ARM (409 and the like) or not, was taken from the budget.
-	var spent, refused, throttled, runCmds int
+	// refused by ARM (409 and the like) or not, was taken from the budget. Deletes have their
+	// own budget, which the run is far from.
+	var spent, refused, throttled, runCmds, deletes, deletesThrottled int
 	var spentAt []time.Duration // since t0, in call-log order
 	refusedBy := map[string]int{}
 	for _, c := range env.Stack.Sim.CallLog() {
 		if !c.Write || c.Poll {
+			continue
+		}
+		if c.Delete {
+			deletes++
+			if c.Status == http.StatusTooManyRequests && c.Fault == "" {
+				deletesThrottled++
+			}
 			continue
 		}
 		switch {
@@ -245,7 +294,7 @@ func Capacity(ctx context.Context, o Options, co CapacityOptions) (Result, error
 			perVM[op.Resource] = append(perVM[op.Resource], op)
 		}
 	}
-	busy, gaps, gapN := runCommandUse(perVM)
+	use := runCommandUse(perVM, co.RescueVMs, t0, 30*time.Second)
 	scale := o.scale()
 	limits := capacityLimits{Incidents: co.VMs, RescueVMs: co.RescueVMs, Slots: slots, WritesPerHour: co.WritesPerHour,
 		Window: budget.Window, Latency: azsim.DefaultLatency()}
@@ -266,13 +315,26 @@ func Capacity(ctx context.Context, o Options, co CapacityOptions) (Result, error
 	res.figure("writes spent per incident", float64(spent)/float64(co.VMs), "")
 	res.figure("writes ARM refused (spent, no effect)", float64(refused), "")
 	res.figure("writes throttled (429, not spent)", float64(throttled), "")
+	res.figure("deletes (a budget of their own)", float64(deletes), "")
+	res.figure("deletes throttled", float64(deletesThrottled), "")
 	res.figure("agent runs needed", float64(b.MinRuns), "")
 	res.figure("agent runs made", float64(runCmds), "")
 	res.figure("mean agent run (scaled)", sec(limits.RunSpan), "s")
-	res.figure("rescue VM busy with an agent run (share of total time)", busy.Seconds()/float64(co.RescueVMs)/total, "")
-	if gapN > 0 {
-		res.figure("mean pause between a rescue VM's agent runs", gaps.Seconds()/float64(gapN), "s")
+	res.figure("rescue VM busy with an agent run (share of total time)", use.Busy.Seconds()/float64(co.RescueVMs)/total, "")
+	if n := len(use.Pauses); n > 0 {
+		var sum time.Duration
+		for _, d := range use.Pauses {
+			sum += d
+		}
+		res.figure("mean pause between a rescue VM's agent runs", sum.Seconds()/float64(n), "s")
+		res.figure("pause between a rescue VM's agent runs, p50", quantile(use.Pauses, 0.5).Seconds(), "s")
+		res.figure("pause between a rescue VM's agent runs, p90", quantile(use.Pauses, 0.9).Seconds(), "s")
 	}
+	shares := make([]string, len(use.Shares))
+	for i, f := range use.Shares {
+		shares[i] = strconv.Itoa(int(math.Round(100 * f)))
+	}
+	res.Notes = append(res.Notes, "Rescue VMs busy with an agent run per 30 s of the run, in percent: "+strings.Join(shares, " ")+".")
 	if n := len(spentAt); n > 0 {
 		// Where the write-budget time went: the budget frees each write one window after it
 		// was spent, so the last write goes no sooner than the windows before it after the
@@ -298,7 +360,7 @@ func Capacity(ctx context.Context, o Options, co CapacityOptions) (Result, error
 	window := budget.Window.Seconds() * scale
 	res.Notes = append(res.Notes, fmt.Sprintf(
 		"Lower bound, from what the incidents need rather than what the run did. Write budget: B=%d writes per %s window (%.2fs at time scale %g) let the k-th write through no earlier than floor((k-1)/B) windows after the first. "+
-			"The incidents need K=%d writes: the write rows of pipeline.Operations (the table the stage tests hold each stage to) on each incident's path, and its POST reads (the ticket name check), %d patched incidents x %d and %d with a dump already on disk x %d. "+
+			"The incidents need K=%d writes: the write rows of pipeline.Operations (the table the stage tests hold each stage to) on each incident's path but its deletes, which ARM counts against a budget of their own (%d an hour), and its POST reads (the ticket name check), %d patched incidents x %d and %d with a dump already on disk x %d. "+
 			"So the last write cannot go before %.0f windows = %.2fs. Writes ARM refused (409 and the like) are taken from the budget too but are waste, not need: they lengthen the run, not the bound. "+
 			"The bound is reachable only in part: the budget frees each write one window after it was spent, so the last window's writes go out at the pace the first window's went, and after the last budget-bound write the incidents still in flight finish their chains; both weigh more the fewer windows the run has. "+
 			"Run Commands: a VM runs one at a time, so the %d agent runs the incidents need (%d per patched incident, %d per other), at the %.2fs mean span the simulator ran them with, shared evenly by %d rescue VMs, take %.2fs; "+
@@ -306,7 +368,7 @@ func Capacity(ctx context.Context, o Options, co CapacityOptions) (Result, error
 			"LUN slots: each attached disk holds one of %d slots from its attach through its agent runs to its detach (%.2fs per incident): %.2fs. The bound is the largest of the three. "+
 			"Refused writes by operation: %v.",
 		co.WritesPerHour, budget.Window, window, scale,
-		b.MinWrites, limits.Patched, minWrites(pathPatched), co.VMs-limits.Patched, minWrites(pathDumpFound),
+		b.MinWrites, co.DeletesPerHour, limits.Patched, minWrites(pathPatched), co.VMs-limits.Patched, minWrites(pathDumpFound),
 		math.Floor(float64(max(b.MinWrites-1, 0))/float64(co.WritesPerHour)), sec(b.Write),
 		b.MinRuns, minOps(pathPatched, runCommandOp), minOps(pathDumpFound, runCommandOp), sec(limits.RunSpan), co.RescueVMs,
 		sec(b.RunCmd-b.LeadIn-b.Tail), sec(b.LeadIn), sec(b.Tail), sec(b.RunCmd),

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -8,13 +9,18 @@ import (
 	"github.com/vmrescue/vmrescue/internal/pipeline"
 )
 
-// TestMinWrites: the writes an incident needs are its path's writes in pipeline.Operations and its
-// POST reads, as pipeline.Budget counts them stage by stage.
+// TestMinWrites: the writes an incident needs are its path's writes in pipeline.Operations but
+// its deletes (the DELETE requests, which ARM counts apart), and its POST reads, as
+// pipeline.Budget counts them stage by stage.
 func TestMinWrites(t *testing.T) {
 	t.Parallel()
+	deletes := map[string]bool{"VirtualMachineRunCommands.BeginDelete": true, "Disks.BeginDelete": true, "Snapshots.BeginDelete": true}
 	isWrite := map[string]bool{"Tickets.CheckNameAvailability": true} // a POST
 	for _, o := range pipeline.Operations {
-		if o.Write {
+		if isDelete(o.Op) != deletes[o.Op] {
+			t.Errorf("isDelete(%s) = %v, want %v", o.Op, isDelete(o.Op), deletes[o.Op])
+		}
+		if o.Write && !deletes[o.Op] {
 			isWrite[o.Op] = true
 		}
 	}
@@ -73,17 +79,28 @@ func TestCapacityBound(t *testing.T) {
 	}
 }
 
-// TestRunCommandUse: busy time and the pauses between consecutive runs of each rescue VM.
+// TestRunCommandUse: busy time, the pauses between consecutive runs of each rescue VM, and the
+// pool's busy share per interval.
 func TestRunCommandUse(t *testing.T) {
 	t.Parallel()
 	at := func(s int) time.Time { return time.Unix(int64(s), 0) }
 	perVM := map[string][]azsim.Operation{
-		"a": {{Start: at(10), End: at(15)}, {Start: at(0), End: at(5)}, {Start: at(15), End: at(20)}},
+		"a": {{Start: at(10), End: at(15)}, {Start: at(0), End: at(5)}, {Start: at(17), End: at(20)}},
 		"b": {{Start: at(0), End: at(8)}},
 	}
-	busy, gaps, n := runCommandUse(perVM)
-	if busy != 23*time.Second || gaps != 5*time.Second || n != 1 {
-		t.Errorf("busy %v, gaps %v over %d pauses; want 23s, 5s over 1", busy, gaps, n)
+	u := runCommandUse(perVM, 2, at(0), 10*time.Second)
+	if u.Busy != 21*time.Second || !slices.Equal(u.Pauses, []time.Duration{2 * time.Second, 5 * time.Second}) {
+		t.Errorf("busy %v, pauses %v; want 21s, [2s 5s]", u.Busy, u.Pauses)
+	}
+	// 0-10 s: a 5 s, b 8 s of 20; 10-20 s: a 5 s + 3 s of 20.
+	if want := []float64{0.65, 0.4}; !slices.Equal(u.Shares, want) {
+		t.Errorf("shares %v, want %v", u.Shares, want)
+	}
+	if q := quantile(u.Pauses, 0.5); q != 5*time.Second {
+		t.Errorf("median pause %v, want 5s", q)
+	}
+	if q := quantile(nil, 0.9); q != 0 {
+		t.Errorf("quantile of nothing %v, want 0", q)
 	}
 }
 
