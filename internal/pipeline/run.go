@@ -176,6 +176,11 @@ func (p *Pipeline) begin(ctx context.Context, stage incident.Stage, msg incident
 			r.log.Info("stage already completed: re-sending the next stage's message")
 			return r, false, r.resend(ctx, done)
 		}
+		if fwd, ok := r.broughtForward(); ok {
+			r.log.Info("message absorbed: the harvest was brought forward", "delivery", fwd)
+			return r, false, r.append(ctx, incident.EventSkipped, detail{Reason: "the harvest was brought forward by a crash alert and runs as " + fwd +
+				": the scheduled harvest is absorbed", MessageID: d.MessageID}, "")
+		}
 		if other, ok := r.inFlight(); ok {
 			return r, false, p.awaitDelivery("delivery %s of this stage is still running", other)
 		}
@@ -214,6 +219,25 @@ func (p *Pipeline) begin(ctx context.Context, stage incident.Stage, msg incident
 func (r *run) startedBefore(before []audit.Record) (string, bool) {
 	other := &run{stage: r.stage, d: r.d, began: r.began, recs: before}
 	return other.inFlight()
+}
+
+// broughtForward reports, for the HarvestDump message ReattachReboot scheduled after the
+// reproduction wait, that a crash alert brought the harvest forward and its message was
+// delivered: the MessageID of that delivery. The scheduled message then has nothing to do. The
+// harvest goes on under the brought-forward message, which Service Bus redelivers until it is
+// settled, and under the stage's own scheduled retries; without this, the scheduled message would
+// wait for them, asking again every few seconds until the harvest ends.
+func (r *run) broughtForward() (string, bool) {
+	if r.stage != incident.StageHarvestDump || r.d.MessageID != incident.MessageID(r.msg.IncidentID, r.stage, 0) {
+		return "", false
+	}
+	fwd := incident.MessageID(r.msg.IncidentID, r.stage, signalAttempt)
+	for _, rec := range r.recs {
+		if rec.Stage == string(r.stage) && rec.Event == incident.EventStarted && detailOf(rec).MessageID == fwd {
+			return fwd, true
+		}
+	}
+	return "", false
 }
 
 // completed returns this stage's completion record, if the trail has one.
