@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -44,7 +45,13 @@ func wirePipeline(cfg config.Config, cred azcore.TokenCredential, blobs *azblob.
 		return err
 	}
 	in.OnSignal = p.Signal
-	d.prepare = p.PrepareAgent
+	d.prepare = func(ctx context.Context) error {
+		// The pool first: it is a few reads, and admission to Snapshot needs it from the first alert.
+		if err := p.PreparePool(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("rescue pool not read: Snapshot admits every incident until RescueAttach reads it", "err", err)
+		}
+		return p.PrepareAgent(ctx)
+	}
 	d.server.Stages, d.server.Janitor = p.Stages(), p.Janitor()
 	return nil
 }

@@ -92,7 +92,8 @@ type deps struct {
 	locks  *lock.Locks
 	sb     *azservicebus.Client
 	server *server.Server
-	// prepare uploads the rescue agent binary (pipeline.Pipeline.PrepareAgent).
+	// prepare reads the rescue pool (pipeline.Pipeline.PreparePool) and uploads the rescue agent
+	// binary (pipeline.Pipeline.PrepareAgent).
 	prepare func(context.Context) error
 }
 

@@ -185,6 +185,7 @@ type Pipeline struct {
 
 	lines       waitLine // invocations of this process waiting for a rescue VM's LUN or slot
 	exits       exits    // ends the waits in line of incidents whose rollback has begun
+	backlog     backlog  // incidents of this process waiting for a LUN, for admission (admission.go)
 	agentOnce   sync.Once
 	agent       agentFile
 	agentErr    error

@@ -60,6 +60,7 @@ func (p *Pipeline) rescueAttach(ctx context.Context, r *run) error {
 	if err != nil {
 		return err
 	}
+	p.leaveBacklog(r.msg.IncidentID)
 	r.made.RescueVMID, r.made.LUN = pick.vm.ID, ptr(pick.lun)
 
 	gen := snap.HyperVGeneration
@@ -205,6 +206,7 @@ func (p *Pipeline) releaseLUN(ctx context.Context, rescueVMID string, lun int32,
 func (p *Pipeline) pickRescue(ctx context.Context, r *run, location, zone, diskID string) (rescuePick, error) {
 	var cands []candidate
 	var why []string
+	pool := 0 // the LUNs of the rescue VMs in location and zone
 	for _, id := range p.Config.RescueVMs {
 		rid, err := resourceid.ParseVM(id)
 		if err != nil {
@@ -258,12 +260,16 @@ func (p *Pipeline) pickRescue(ctx context.Context, r *run, location, zone, diskI
 		for lun := range holders {
 			used[lun] = true
 		}
+		pool += size.MaxDataDiskCount
 		free := size.MaxDataDiskCount - len(used)
 		if free <= 0 {
 			why = append(why, fmt.Sprintf("%s: %d of %d data disks in use or reserved", vm.Name, len(used), size.MaxDataDiskCount))
 			continue
 		}
 		cands = append(cands, candidate{vm: vm, holders: holders, free: free, max: size.MaxDataDiskCount})
+	}
+	if !r.dry {
+		p.backlog.setLUNs(placeKey(location, zone), pool)
 	}
 	slices.SortStableFunc(cands, func(a, b candidate) int { return b.free - a.free })
 candidates:

@@ -464,6 +464,7 @@ func (r *run) end(ctx context.Context, state, event, outcome, reason, eventType 
 		return err
 	}
 	r.log.Info("incident ended", "state", state, "outcome", outcome)
+	r.p.leaveBacklog(r.msg.IncidentID)
 	data := lifecycle.Data{IncidentID: r.msg.IncidentID, VMResourceID: r.msg.VMResourceID, State: state, Outcome: outcome,
 		Reason: reason, Artifacts: merge(r.msg.Artifacts, r.made), Time: r.p.now()}
 	if err := r.p.Events.Publish(ctx, eventType, data); err != nil {

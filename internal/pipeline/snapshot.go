@@ -15,8 +15,9 @@ import (
 	"github.com/vmrescue/vmrescue/internal/vms"
 )
 
-// snapshot is the Snapshot stage: read the VM, refuse what vmrescue cannot repair, deallocate it,
-// and take an incremental snapshot of its OS disk as the backup, waiting for its background copy.
+// snapshot is the Snapshot stage: read the VM, refuse what vmrescue cannot repair, wait for
+// admission (admission.go), deallocate it, and take an incremental snapshot of its OS disk as the
+// backup, waiting for its background copy.
 func (p *Pipeline) snapshot(ctx context.Context, r *run) error {
 	vm, err := p.getVM(ctx, r.vm, true)
 	if armerr.IsNotFound(err) {
@@ -31,6 +32,9 @@ func (p *Pipeline) snapshot(ctx context.Context, r *run) error {
 	r.made.OriginalOSDiskID, r.made.Location, r.made.Zone = vm.OSDiskID, vm.Location, vm.Zone
 
 	if vm.Power != vms.PowerDeallocated {
+		if err := p.admit(ctx, r, vm.Location, vm.Zone); err != nil {
+			return err
+		}
 		if err := r.deallocate(ctx, r.vm); err != nil {
 			return fmt.Errorf("deallocate VM: %w", err)
 		}
