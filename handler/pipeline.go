@@ -84,7 +84,7 @@ func newPipeline(cfg config.Config, cred azcore.TokenCredential, blobs *azblob.C
 	p := &pipeline.Pipeline{
 		Config: cfg, Azure: *def, Subscriptions: clients.For, AgentPath: agentPath(cfg),
 		Events: &lifecycle.Publisher{}, HTTP: &http.Client{Timeout: bootDiagHTTPTimeout}, Log: log,
-		Poll: cfg.PollInterval, TimeScale: cfg.TimeScale,
+		Poll: cfg.PollInterval, TimeScale: cfg.TimeScale, WritesPerHour: cfg.ARMWritesPerHour,
 	}
 	if blobs != nil { // `handler plan` may run without storage
 		p.Blobs = &blobstore.Store{Client: blobs}

@@ -91,6 +91,10 @@ param rescueImageSku string = '2022-datacenter-azure-edition'
 @maxValue(1440)
 param reproWaitMinutes int = 10
 
+@description('ARM write budget per subscription of the app identity, which the pipeline paces its writes to (VMRESCUE_ARM_WRITES_PER_HOUR; ARM default 1200). 0 turns pacing off.')
+@minValue(0)
+param armWritesPerHour int = 1200
+
 @description('How long backup snapshots are kept after an incident closes (Go duration).')
 param snapshotRetention string = '168h'
 
@@ -299,6 +303,7 @@ var handlerSettings = {
   'VMRESCUE_ALLOWED_RESOURCE_GROUPS': join(allowedResourceGroups, ',')
   'VMRESCUE_RESCUE_VMS': join(concat(existingRescueVmIds, createdRescueVmIds), ',')
   'VMRESCUE_REPRO_WAIT': '${reproWaitMinutes}m'
+  'VMRESCUE_ARM_WRITES_PER_HOUR': string(armWritesPerHour)
   'VMRESCUE_OPTOUT_TAG': optOutTag
   'VMRESCUE_RETENTION': snapshotRetention
   'VMRESCUE_STALL_TIMEOUT': stallTimeout

@@ -46,6 +46,7 @@ const (
 	AllowedResourceGroups  = "VMRESCUE_ALLOWED_RESOURCE_GROUPS"
 	RescueVMs              = "VMRESCUE_RESCUE_VMS"
 	ReproWait              = "VMRESCUE_REPRO_WAIT"
+	ARMWritesPerHour       = "VMRESCUE_ARM_WRITES_PER_HOUR"
 	PollInterval           = "VMRESCUE_POLL_INTERVAL"
 	OptOutTag              = "VMRESCUE_OPTOUT_TAG"
 	Retention              = "VMRESCUE_RETENTION"
@@ -83,6 +84,7 @@ var Settings = []Setting{
 	{Name: AllowedSubscriptions, Required: true, Example: "11111111-2222-3333-4444-555555555555", Infra: true, Doc: "Comma-separated subscription ids whose VMs vmrescue may remediate. Alerts and requests for any other subscription are refused."},
 	{Name: AllowedResourceGroups, Example: "", Infra: true, Doc: "Optional comma-separated resource groups (`name` or `subscriptionId/name`) that further narrow the scope. Empty allows every group of the allowed subscriptions."},
 	{Name: RescueVMs, Required: true, Example: "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-vmrescue/providers/Microsoft.Compute/virtualMachines/rescue-weu-1", Infra: true, Doc: "Comma-separated resource ids of the rescue VMs (Windows, one or more per region and zone)."},
+	{Name: ARMWritesPerHour, Default: "1200", Example: "1200", Infra: true, Doc: "ARM write budget per subscription of the app's identity (ARM's default: 1,200 writes an hour; deletes are counted apart). The pipeline spends it at the rate it refills, Run Commands first, then attaches, detaches and disk copies, so that a storm never empties it and leaves the rescue VMs idle. 0 turns pacing off. Each instance paces to the whole budget."},
 	{Name: ReproWait, Default: "10m", Example: "10m", Infra: true, Doc: "How long to wait after restarting the patched VM before harvesting the dump, unless a new crash alert arrives first."},
 	{Name: PollInterval, Default: "10s", Example: "10s", Doc: "Pause between reads of work in progress (a snapshot's background copy, a resumed Run Command). `handler local` scales it with --time-scale."},
 	{Name: OptOutTag, Default: "vmrescue-optout", Example: "vmrescue-optout", Infra: true, Doc: "A VM carrying this tag (any value) is never remediated."},
@@ -122,6 +124,7 @@ type Config struct {
 	AllowedResourceGroups []string // lower-cased, "name" or "sub/name"
 	RescueVMs             []string
 	ReproWait             time.Duration
+	ARMWritesPerHour      int // 0 paces nothing
 	PollInterval          time.Duration
 	OptOutTag             string
 	Retention             time.Duration
@@ -176,6 +179,7 @@ func Load(getenv func(string) string) (Config, error) {
 	c.AllowedResourceGroups = r.list(AllowedResourceGroups, true)
 	c.RescueVMs = r.rescueVMs()
 	c.ReproWait = r.duration(ReproWait, time.Second, 24*time.Hour)
+	c.ARMWritesPerHour = r.count(ARMWritesPerHour, 0, 1_000_000)
 	c.PollInterval = r.duration(PollInterval, time.Millisecond, 5*time.Minute)
 	c.OptOutTag = r.str(OptOutTag)
 	c.Retention = r.duration(Retention, time.Hour, 365*24*time.Hour)
@@ -366,6 +370,17 @@ func (r *reader) duration(name string, lo, hi time.Duration) time.Duration {
 		r.fail(name, "must be between %s and %s, got %s", lo, hi, d)
 	}
 	return d
+}
+
+// count reads a whole number between lo and hi.
+func (r *reader) count(name string, lo, hi int) int {
+	v := r.str(name)
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		r.fail(name, "must be a whole number from %d to %d, got %q", lo, hi, v)
+		return 0
+	}
+	return n
 }
 
 // scale reads a time scale: a positive number.

@@ -32,7 +32,7 @@ func TestLoadValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Port != 8080 || c.ReproWait != 10*time.Minute || c.AuditContainer != "audit" || !c.LeaveDeallocated ||
+	if c.Port != 8080 || c.ReproWait != 10*time.Minute || c.ARMWritesPerHour != 1200 || c.AuditContainer != "audit" || !c.LeaveDeallocated ||
 		c.Support.Severity != "moderate" || c.ARMEndpoint != "https://management.azure.com" || c.TimeScale != 1 {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
@@ -53,6 +53,8 @@ func TestLoadNamesEveryProblem(t *testing.T) {
 		{"tickets off need no contact", map[string]string{SupportEnabled: "false", ContactEmail: "", Port: ""}, []string{Port}},
 		{"time scale out of range", map[string]string{TimeScale: "0"}, []string{TimeScale + " must be a number greater than 0"}},
 		{"time scale negative", map[string]string{TimeScale: "-2"}, []string{TimeScale}},
+		{"write budget not a count", map[string]string{ARMWritesPerHour: "-1"}, []string{ARMWritesPerHour + " must be a whole number"}},
+		{"write budget not a number", map[string]string{ARMWritesPerHour: "lots"}, []string{ARMWritesPerHour}},
 		{"time scale not a number", map[string]string{TimeScale: "fast"}, []string{TimeScale}},
 		{"namespace with path", map[string]string{ServiceBusNamespace: "https://ns.servicebus.windows.net/"}, []string{ServiceBusNamespace}},
 	}

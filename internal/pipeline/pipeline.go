@@ -180,12 +180,17 @@ type Pipeline struct {
 	// TimeScale is the factor by which the host compresses scheduled waits (Config.TimeScale:
 	// 1 in Azure, `handler local`'s --time-scale); zero is 1.
 	TimeScale float64
-	Now       func() time.Time
-	Log       *slog.Logger
+	// WritesPerHour is the ARM write budget per subscription the pipeline paces its writes to
+	// (pace.go, Config.ARMWritesPerHour); zero paces nothing.
+	WritesPerHour int
+	Now           func() time.Time
+	Log           *slog.Logger
 
 	lines       waitLine // invocations of this process waiting for a rescue VM's LUN or slot
 	exits       exits    // ends the waits in line of incidents whose rollback has begun
 	backlog     backlog  // incidents of this process waiting for a LUN, for admission (admission.go)
+	pacerOnce   sync.Once
+	pacer       *pacer // paces ARM writes to WritesPerHour (pace.go)
 	agentOnce   sync.Once
 	agent       agentFile
 	agentErr    error
@@ -294,6 +299,15 @@ func (p *Pipeline) awaitDelivery(format string, args ...any) error {
 // clock already runs at the simulator's pace, so it must not be compressed again.
 func (p *Pipeline) clockWait(d time.Duration) time.Duration {
 	return time.Duration(float64(d) / p.timeScale())
+}
+
+// paceWrite waits for the write budget of subscriptionID before a write of op by stage (pace.go).
+func (p *Pipeline) paceWrite(ctx context.Context, subscriptionID, op string, stage incident.Stage) error {
+	if !paced(op) {
+		return nil
+	}
+	p.pacerOnce.Do(func() { p.pacer = newPacer(p.WritesPerHour, p.timeScale()) })
+	return p.pacer.wait(ctx, subscriptionID, priorityOf(op, stage))
 }
 
 // timeScale is TimeScale, 1 when unset.

@@ -492,6 +492,9 @@ func (r *run) write(ctx context.Context, op, resourceID string, fn func(ctx cont
 	if r.dry {
 		return r.append(ctx, incident.EventSkipped, detail{Operation: op, ResourceID: resourceID, DryRun: true, Reason: "dry run: planned, not made"}, "")
 	}
+	if err := r.p.paceWrite(ctx, subscriptionOf(resourceID), op, r.stage); err != nil {
+		return err
+	}
 	start := time.Now()
 	err := fn(ctx)
 	d := detail{Operation: op, ResourceID: resourceID, DurationMS: time.Since(start).Milliseconds()}
