@@ -129,11 +129,11 @@ func round(v float64) float64 {
 }
 
 // start brings up the local stack for a scenario.
-func start(ctx context.Context, o Options, fleet *azsim.Fleet, faults azsim.FaultConfig, configure func(*azsim.Options, *localhost.Stack)) (*demo.Env, error) {
+func start(ctx context.Context, o Options, fleet *azsim.Fleet, faults azsim.FaultConfig, configure func(*azsim.Options, *localhost.Stack), env ...string) (*demo.Env, error) {
 	o.progressf("starting Azurite, the simulator and the host (%d VMs, %d rescue VMs, time scale %g)", len(fleet.VMs), len(fleet.RescueVMs), o.scale())
 	return demo.Start(ctx, demo.Options{
 		Fleet: fleet, TimeScale: o.scale(), Faults: faults, AppDir: o.AppDir, Handler: o.Handler,
-		Output: o.Output, AzuriteURL: o.AzuriteURL, ConfigureSim: configure,
+		Output: o.Output, AzuriteURL: o.AzuriteURL, ConfigureSim: configure, Env: env,
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/vmrescue/vmrescue/internal/audit"
@@ -78,6 +79,8 @@ type Accounting struct {
 	// FailedNotRolledBack are failed incidents whose VM does not boot from its original OS disk
 	// again (or from the patched disk).
 	FailedNotRolledBack []string
+	// LastClosed is the time of the latest record that closed an incident.
+	LastClosed time.Time
 }
 
 // account reads every incident's audit trail and the simulator's state.
@@ -120,6 +123,11 @@ func account(ctx context.Context, env *demo.Env) (Accounting, error) {
 		}
 		if _, err := audit.VerifyIncident(ctx, trail, id); err != nil {
 			a.ChainErrors = append(a.ChainErrors, fmt.Sprintf("%s: %v", id, err))
+		}
+		for _, r := range recs {
+			if r.Event == incident.EventClosed && r.Time.After(a.LastClosed) {
+				a.LastClosed = r.Time
+			}
 		}
 		switch state {
 		case incident.StateActive:
