@@ -10,7 +10,6 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/vmrescue/vmrescue/internal/azsim"
 )
 
@@ -125,30 +124,38 @@ func TestFaultKinds(t *testing.T) {
 	}
 }
 
-func TestWriteBudget(t *testing.T) {
-	t.Parallel()
-	clock := azsim.NewManualClock(time.Date(2026, 11, 20, 3, 0, 0, 0, time.UTC))
-	sim, err := azsim.New(nil, azsim.Options{Clock: clock, Latency: azsim.LatencyTable{},
-		WriteBudget: azsim.WriteBudget{Writes: 3, Window: time.Hour}})
+// budgetSim is a simulator on clock with budget, and clients that make one request per call.
+func budgetSim(t *testing.T, clock *azsim.ManualClock, budget azsim.WriteBudget) (clients, *azsim.Sim) {
+	t.Helper()
+	sim, err := azsim.New(nil, azsim.Options{Clock: clock, Latency: azsim.LatencyTable{}, WriteBudget: budget})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newClients(t, sim.SubscriptionID(), noRetry(sim))
-	write := func() error {
-		p, err := c.vms.BeginDeallocate(ctxT(t), appRG, webVM, nil)
-		if err != nil {
-			return err
-		}
-		_, err = p.PollUntilDone(ctxT(t), nil)
+	return newClients(t, sim.SubscriptionID(), noRetry(sim)), sim
+}
+
+// deallocateWeb deallocates the web VM: one write.
+func deallocateWeb(t *testing.T, c clients) error {
+	p, err := c.vms.BeginDeallocate(ctxT(t), appRG, webVM, nil)
+	if err != nil {
 		return err
 	}
+	_, err = p.PollUntilDone(ctxT(t), nil)
+	return err
+}
+
+func TestWriteBudget(t *testing.T) {
+	t.Parallel()
+	clock := azsim.NewManualClock(time.Date(2026, 11, 20, 3, 0, 0, 0, time.UTC))
+	c, _ := budgetSim(t, clock, azsim.WriteBudget{Writes: 3, Window: time.Hour})
+	write := func() error { return deallocateWeb(t, c) }
 	for i := range 3 {
 		if err := write(); err != nil {
 			t.Fatalf("write %d: %v", i, err)
 		}
 		clock.Advance(10 * time.Minute)
 	}
-	err = write()
+	err := write()
 	wantCode(t, err, azsim.CodeSubscriptionThrottled, http.StatusTooManyRequests)
 	if ra := retryAfter(t, err); ra != 30*time.Minute {
 		t.Errorf("Retry-After %v, want 30m (the first write leaves the window at 3:60)", ra)
@@ -168,23 +175,11 @@ func TestWriteBudget(t *testing.T) {
 func TestDeleteBudget(t *testing.T) {
 	t.Parallel()
 	clock := azsim.NewManualClock(time.Date(2026, 11, 20, 3, 0, 0, 0, time.UTC))
-	sim, err := azsim.New(nil, azsim.Options{Clock: clock, Latency: azsim.LatencyTable{},
-		WriteBudget: azsim.WriteBudget{Writes: 1, Deletes: 2, Window: time.Hour}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := newClients(t, sim.SubscriptionID(), noRetry(sim))
-	write := func() error {
-		p, err := c.vms.BeginDeallocate(ctxT(t), appRG, webVM, nil)
-		if err != nil {
-			return err
-		}
-		_, err = p.PollUntilDone(ctxT(t), nil)
-		return err
-	}
+	c, sim := budgetSim(t, clock, azsim.WriteBudget{Writes: 1, Deletes: 2, Window: time.Hour})
+	write := func() error { return deallocateWeb(t, c) }
 	del := func(name string) (http.Header, error) {
 		var raw *http.Response
-		p, err := c.disks.BeginDelete(runtime.WithCaptureResponse(ctxT(t), &raw), appRG, name, nil)
+		p, err := c.disks.BeginDelete(policy.WithCaptureResponse(ctxT(t), &raw), appRG, name, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -207,7 +202,7 @@ func TestDeleteBudget(t *testing.T) {
 			t.Errorf("delete %d answered remaining writes %q: a delete is not a write", i, got)
 		}
 	}
-	_, err = del("gone-2")
+	_, err := del("gone-2")
 	wantCode(t, err, azsim.CodeSubscriptionThrottled, http.StatusTooManyRequests)
 	if !strings.Contains(err.Error(), "'delete' requests") {
 		t.Errorf("throttled delete: %v, want it to name the delete limit", err)

@@ -16,7 +16,6 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
 	"github.com/vmrescue/vmrescue/internal/azsim"
@@ -49,7 +48,7 @@ func TestHTTPLoopback(t *testing.T) {
 	// A correlation id set by the caller reaches the simulator.
 	hdr := http.Header{}
 	hdr.Set("x-ms-correlation-request-id", "inc-20261120-031407-7f3c")
-	cctx := runtime.WithHTTPHeader(ctx, hdr)
+	cctx := policy.WithHTTPHeader(ctx, hdr)
 	vm, err := c.vms.Get(cctx, appRG, webVM, &armcompute.VirtualMachinesClientGetOptions{Expand: to.Ptr(armcompute.InstanceViewTypesInstanceView)})
 	if err != nil {
 		t.Fatal(err)
