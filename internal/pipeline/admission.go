@@ -16,13 +16,13 @@ import (
 // Admission to the Snapshot stage. A storm brings more crashing VMs than the rescue pool has LUNs,
 // and the Snapshot stage of every one of them would otherwise run at once: a deallocate and a
 // snapshot each, two ARM writes per VM, all spent at the start from the subscription's write
-// budget (1,200 an hour) for incidents that then wait minutes for a LUN. The budget is then empty
-// when the incidents on the rescue VMs need it for their attaches, Run Commands and detaches, and
-// the rescue VMs idle until it refills. So an incident enters the Snapshot stage's writes only
-// while fewer incidents of this instance than the pool has LUNs in its region and zone are
-// admitted and still without a LUN; the others wait in line, as for a LUN, and are admitted as the
-// admitted ones get theirs (or end). A queue of the pool's size is deep enough that no LUN given
-// back waits for a snapshot: a snapshot's copy takes minutes, and so does a LUN's turn.
+// budget for incidents that then wait minutes for a LUN, and the Snapshot queue so busy with them
+// that the first incidents' copy reads wait behind them while the rescue VMs idle. So an incident
+// enters the Snapshot stage's writes only while fewer incidents of this instance than the pool has
+// LUNs in its region and zone are admitted and still without a LUN; the others ask again after
+// admissionWait (a scheduled retry, holding no worker), and are admitted as the admitted ones get
+// their LUN (or end). A backlog of the pool's size is deep enough that no LUN given back waits for
+// a snapshot: a snapshot's copy takes minutes, and so does a LUN's turn.
 //
 // The pool's LUNs are read when the handler starts (PreparePool) and again each time an incident
 // looks for a LUN. Until they are known, nothing is held back.
@@ -123,8 +123,8 @@ func (p *Pipeline) admit(ctx context.Context, r *run, location, zone string) err
 // often enough.
 const admissionWait = 10 * time.Minute
 
-// leaveBacklog stops counting an incident as waiting for a LUN and admits the first Snapshot
-// stage in line.
+// leaveBacklog stops counting an incident as admitted and waiting for a LUN, which makes room
+// for the next incident that asks.
 func (p *Pipeline) leaveBacklog(incidentID string) {
 	p.backlog.remove(incidentID)
 }

@@ -134,9 +134,8 @@ func (pc *pacer) wait(ctx context.Context, subscriptionID string, pr writePriori
 			b.waiting[pr]++
 			registered = true
 		}
-		// The next token; a waiter behind higher priorities looks again then too, and yields
-		// to them for as long as they wait.
-		d := time.Duration((1 - min(b.tokens, 1)) / pc.rate * float64(time.Second))
+		// Until there are tokens for the writes ahead and this one.
+		d := time.Duration((float64(ahead) + 1 - b.tokens) / pc.rate * float64(time.Second))
 		pc.mu.Unlock()
 		if err := pc.sleep(ctx, max(d, time.Millisecond)); err != nil {
 			pc.mu.Lock()
