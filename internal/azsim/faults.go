@@ -150,9 +150,9 @@ func (s *Sim) spend(kind budgetKind) (remaining int, retryAfter time.Duration, o
 	if s.opts.TimeScale > 0 {
 		window = s.timing.scaled(b.Window)
 	}
-	now := s.state.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := s.state.now() // under the lock: the window's times stay in order
 	spent := s.spent[kind]
 	cut := 0
 	for cut < len(spent) && !now.Before(spent[cut].Add(window)) {

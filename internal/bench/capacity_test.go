@@ -96,8 +96,11 @@ func TestRunCommandUse(t *testing.T) {
 	if want := []float64{0.65, 0.4}; !slices.Equal(u.Shares, want) {
 		t.Errorf("shares %v, want %v", u.Shares, want)
 	}
-	if q := quantile(u.Pauses, 0.5); q != 5*time.Second {
-		t.Errorf("median pause %v, want 5s", q)
+	if q := quantile(u.Pauses, 0.5); q != 2*time.Second {
+		t.Errorf("median pause %v, want 2s (nearest rank)", q)
+	}
+	if q := quantile(u.Pauses, 0.9); q != 5*time.Second {
+		t.Errorf("p90 pause %v, want 5s", q)
 	}
 	if q := quantile(nil, 0.9); q != 0 {
 		t.Errorf("quantile of nothing %v, want 0", q)

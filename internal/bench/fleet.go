@@ -79,7 +79,7 @@ type Accounting struct {
 	// FailedNotRolledBack are failed incidents whose VM does not boot from its original OS disk
 	// again (or from the patched disk).
 	FailedNotRolledBack []string
-	// LastClosed is the time of the latest record that closed an incident.
+	// LastClosed is the time of the latest record that ended an incident: closed, or rolled back.
 	LastClosed time.Time
 }
 
@@ -125,7 +125,7 @@ func account(ctx context.Context, env *demo.Env) (Accounting, error) {
 			a.ChainErrors = append(a.ChainErrors, fmt.Sprintf("%s: %v", id, err))
 		}
 		for _, r := range recs {
-			if r.Event == incident.EventClosed && r.Time.After(a.LastClosed) {
+			if (r.Event == incident.EventClosed || r.Event == incident.EventRolledBack) && r.Time.After(a.LastClosed) {
 				a.LastClosed = r.Time
 			}
 		}

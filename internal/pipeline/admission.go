@@ -94,7 +94,9 @@ func (b *backlog) admit(id, where string, now time.Time, ttl time.Duration) (ok 
 		}
 	}
 	limit, known := b.luns[where]
-	if known && n >= limit {
+	// One is always admitted when none waits: its RescueAttach reads the pool again, should the
+	// pool have been read with no rescue VM running.
+	if known && n >= max(limit, 1) {
 		return false, n, limit
 	}
 	b.waiting[id] = backlogEntry{where: where, since: now}

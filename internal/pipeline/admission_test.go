@@ -27,6 +27,8 @@ func TestBacklogAdmit(t *testing.T) {
 			{"a", "we/", 0, true}, {"a", "we/", 0, true}, {"b", "we/", 0, false}}},
 		{name: "each region and zone on its own", luns: map[string]int{"we/": 1, "we/1": 1}, steps: []step{
 			{"a", "we/", 0, true}, {"b", "we/1", 0, true}, {"c", "we/", 0, false}}},
+		{name: "a pool read with no rescue VM running still admits one", luns: map[string]int{"we/": 0}, steps: []step{
+			{"a", "we/", 0, true}, {"b", "we/", 0, false}}},
 		{name: "an entry older than the TTL no longer counts", luns: map[string]int{"we/": 1}, steps: []step{
 			{"a", "we/", 0, true}, {"b", "we/", 30 * time.Second, false}, {"b", "we/", 2 * time.Minute, true}}},
 	}

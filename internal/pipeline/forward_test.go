@@ -19,9 +19,13 @@ func TestScheduledHarvestAbsorbed(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		forwarded bool // the brought-forward harvest was delivered first
+		// redelivered: the scheduled harvest started first and waited, then the brought-forward
+		// one did; the scheduled message comes again (a redelivery) and goes on with the harvest
+		redelivered bool
 	}{
-		{"brought-forward harvest delivered", true},
-		{"brought-forward harvest not yet delivered", false},
+		{"brought-forward harvest delivered", true, false},
+		{"brought-forward harvest not yet delivered", false, false},
+		{"scheduled harvest redelivered after it started", true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -41,34 +45,55 @@ func TestScheduledHarvestAbsorbed(t *testing.T) {
 				for _, r := range e.fleet.RescueVMs {
 					e.holdSlot(lock.SlotAgent, e.fleet.VMID(r.Name), other)
 				}
-				if err := e.run(p, ctx, fwd, 1); err != nil {
-					t.Fatal(err)
+				first := []delivered{fwd}
+				if tc.redelivered {
+					first = []delivered{sched, fwd}
+				}
+				for _, d := range first {
+					if err := e.run(p, ctx, d, 1); err != nil {
+						t.Fatal(err)
+					}
 				}
 				lastRetry(t, e, id, incident.StageHarvestDump) // it waits for an agent
+			}
+			startsBefore := 0
+			for _, r := range e.records(id) {
+				if r.Event == incident.EventStarted && recordDetail(r)["messageId"] == sched.id {
+					startsBefore++
+				}
 			}
 			e.sim.ResetCalls()
 			if err := e.run(p, ctx, sched, 1); err != nil {
 				t.Fatal(err)
 			}
-			var started, absorbed bool
+			started, absorbed := 0, false
 			for _, r := range e.records(id) {
 				d := recordDetail(r)
 				if r.Stage != string(incident.StageHarvestDump) || d["messageId"] != sched.id {
 					continue
 				}
 				reason, _ := d["reason"].(string)
-				started = started || r.Event == incident.EventStarted
+				if r.Event == incident.EventStarted {
+					started++
+				}
 				absorbed = absorbed || (r.Event == incident.EventSkipped && strings.Contains(reason, "brought forward"))
 			}
+			started -= startsBefore
+			if tc.redelivered {
+				if absorbed || started != 1 {
+					t.Errorf("redelivered scheduled harvest absorbed %v, started %d times; want it to go on", absorbed, started)
+				}
+				return
+			}
 			if tc.forwarded {
-				if !absorbed || started {
-					t.Errorf("scheduled harvest absorbed %v, started %v; want absorbed, not started", absorbed, started)
+				if !absorbed || started != 0 {
+					t.Errorf("scheduled harvest absorbed %v, started %d times; want absorbed, not started", absorbed, started)
 				}
 				if n := len(calls(e.sim)); n != 0 {
 					t.Errorf("the absorbed message made ARM requests: %v", calls(e.sim))
 				}
-			} else if absorbed || !started {
-				t.Errorf("scheduled harvest absorbed %v, started %v; want it to run the harvest", absorbed, started)
+			} else if absorbed || started != 1 {
+				t.Errorf("scheduled harvest absorbed %v, started %d times; want it to run the harvest", absorbed, started)
 			}
 		})
 	}

@@ -19,13 +19,15 @@ import (
 // with a burst of a fiftieth of it. Deletes are not paced: ARM counts them against a budget of
 // their own, fifteen times larger.
 //
-// When writes wait for the bucket, those that keep the rescue VMs at work go first: a Run
-// Command's submission, then attaches, detaches and the disk copies they attach, then the rest
-// (deallocations, snapshots, OS disk swaps, starts, boot diagnostics, tickets). Within each, the
-// incident nearest to its end goes first (a rollback, then a ticket, a harvest, a reboot, ...),
-// as for a LUN (wake.go): a storm then ends on few incidents with short ways to go, not on many
-// harvests that waited behind new patches. The bucket is this instance's: instances that scale out
-// each pace to the whole budget, and ARM's 429 (retried as before) then paces them together.
+// When writes wait for the bucket, a rollback's go first (they give a VM its own disk back), then
+// those that keep the rescue VMs at work: a Run Command's submission, then attaches, detaches and
+// the disk copies they attach, then the rest (deallocations, snapshots, OS disk swaps, starts,
+// boot diagnostics, tickets). Within each class, the incident nearest to its end goes first (a
+// ticket, a harvest, a reboot, ...), as for a LUN (wake.go): a storm then ends on few incidents
+// with short ways to go, not on many harvests that waited behind new patches. The bucket is this
+// instance's: instances that scale out each pace to the whole budget, and ARM's 429 (retried as
+// before) then paces them together. Pacing exactly at the refill rate with a burst can still
+// overfill the sliding hour now and then; ARM answers 429, which spends nothing.
 
 // writePriority orders writes that wait for the write budget: lower goes first.
 type writePriority int
@@ -48,8 +50,12 @@ var stageRank = map[incident.Stage]int{
 // priorities is the number of writePriority values.
 const priorities = classes * 7
 
-// priorityOf is the priority of a write of op by a stage.
+// priorityOf is the priority of a write of op by a stage. A rollback's writes go before all others:
+// they give a VM its own disk back.
 func priorityOf(op string, stage incident.Stage) writePriority {
+	if stage == incident.StageFailed {
+		return 0
+	}
 	class := classOther
 	switch op {
 	case "VirtualMachineRunCommands.BeginCreateOrUpdate":

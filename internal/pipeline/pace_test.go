@@ -99,14 +99,15 @@ func TestPacerPriority(t *testing.T) {
 	}
 }
 
-// TestPriorityOf: Run Commands first, then what gives the rescue VMs their disks, then the rest;
-// within each, the stage nearest to the incident's end. Deletes are not paced.
+// TestPriorityOf: a rollback's writes first, then Run Commands, then what gives the rescue VMs
+// their disks, then the rest; within each, the stage nearest to the incident's end. Deletes are
+// not paced.
 func TestPriorityOf(t *testing.T) {
 	t.Parallel()
 	ordered := []writePriority{ // most urgent first
+		priorityOf("VirtualMachines.BeginUpdate", incident.StageFailed), // a rollback's swap back
 		priorityOf("VirtualMachineRunCommands.BeginCreateOrUpdate", incident.StageHarvestDump),
 		priorityOf("VirtualMachineRunCommands.BeginCreateOrUpdate", incident.StageOfflinePatch),
-		priorityOf("VirtualMachines.BeginAttachDetachDataDisks", incident.StageFailed),
 		priorityOf("VirtualMachines.BeginAttachDetachDataDisks", incident.StageHarvestDump),
 		priorityOf("Disks.BeginCreateOrUpdate", incident.StageRescueAttach),
 		priorityOf("Tickets.BeginCreate", incident.StageSupportTicket),

@@ -226,18 +226,26 @@ func (r *run) startedBefore(before []audit.Record) (string, bool) {
 // delivered: the MessageID of that delivery. The scheduled message then has nothing to do. The
 // harvest goes on under the brought-forward message, which Service Bus redelivers until it is
 // settled, and under the stage's own scheduled retries; without this, the scheduled message would
-// wait for them, asking again every few seconds until the harvest ends.
+// wait for them, asking again every few seconds until the harvest ends. A redelivery of a
+// scheduled message that had started itself (and so held the harvest then) is not absorbed.
 func (r *run) broughtForward() (string, bool) {
 	if r.stage != incident.StageHarvestDump || r.d.MessageID != incident.MessageID(r.msg.IncidentID, r.stage, 0) {
 		return "", false
 	}
 	fwd := incident.MessageID(r.msg.IncidentID, r.stage, signalAttempt)
+	found := false
 	for _, rec := range r.recs {
-		if rec.Stage == string(r.stage) && rec.Event == incident.EventStarted && detailOf(rec).MessageID == fwd {
-			return fwd, true
+		if rec.Stage != string(r.stage) || rec.Event != incident.EventStarted {
+			continue
+		}
+		switch detailOf(rec).MessageID {
+		case r.d.MessageID:
+			return "", false // a redelivery of this message, which carried the harvest: it goes on
+		case fwd:
+			found = true
 		}
 	}
-	return "", false
+	return fwd, found
 }
 
 // completed returns this stage's completion record, if the trail has one.

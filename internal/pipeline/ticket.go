@@ -51,8 +51,10 @@ func (p *Pipeline) supportTicket(ctx context.Context, r *run) error {
 	tid := ticketID(r.vm.SubscriptionID, r.msg.IncidentID)
 
 	// A POST: ARM counts it against the write budget.
-	if err := p.paceWrite(ctx, r.vm.SubscriptionID, "Tickets.CheckNameAvailability", r.stage); err != nil {
-		return err
+	if !r.dry {
+		if err := p.paceWrite(ctx, r.vm.SubscriptionID, "Tickets.CheckNameAvailability", r.stage); err != nil {
+			return err
+		}
 	}
 	avail, err := armclient.Call(ctx, callTimeout, func(ctx context.Context) (armsupport.TicketsClientCheckNameAvailabilityResponse, error) {
 		return az.Tickets.CheckNameAvailability(ctx, armsupport.CheckNameAvailabilityInput{
