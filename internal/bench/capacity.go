@@ -64,12 +64,6 @@ const runCommandOp = "VirtualMachineRunCommands.BeginCreateOrUpdate"
 // x-ms-ratelimit-remaining-subscription-writes), and so does the simulator.
 var postReads = map[string]bool{"Tickets.CheckNameAvailability": true}
 
-// isDelete reports an operation that is a DELETE request: ARM counts it against the delete
-// budget, not the write budget.
-func isDelete(op string) bool {
-	return strings.HasSuffix(op, ".BeginDelete") || strings.HasSuffix(op, ".Delete")
-}
-
 // minWrites is the number of requests against the write budget an incident makes on path when
 // nothing is refused, throttled or redone: the write rows of pipeline.Operations on that path
 // (the stage tests hold the stages to those rows) that are not deletes, and its POST reads.
@@ -77,7 +71,7 @@ func minWrites(path map[string]string) int {
 	n := 0
 	for _, o := range pipeline.Operations {
 		p, ok := path[o.Stage]
-		if ok && ((o.Write && !isDelete(o.Op)) || postReads[o.Op]) && (o.Path == "" || o.Path == p) {
+		if ok && ((o.Write && !pipeline.IsDelete(o.Op)) || postReads[o.Op]) && (o.Path == "" || o.Path == p) {
 			n += o.Count
 		}
 	}

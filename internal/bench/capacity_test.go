@@ -17,8 +17,8 @@ func TestMinWrites(t *testing.T) {
 	deletes := map[string]bool{"VirtualMachineRunCommands.BeginDelete": true, "Disks.BeginDelete": true, "Snapshots.BeginDelete": true}
 	isWrite := map[string]bool{"Tickets.CheckNameAvailability": true} // a POST
 	for _, o := range pipeline.Operations {
-		if isDelete(o.Op) != deletes[o.Op] {
-			t.Errorf("isDelete(%s) = %v, want %v", o.Op, isDelete(o.Op), deletes[o.Op])
+		if pipeline.IsDelete(o.Op) != deletes[o.Op] {
+			t.Errorf("IsDelete(%s) = %v, want %v", o.Op, pipeline.IsDelete(o.Op), deletes[o.Op])
 		}
 		if o.Write && !deletes[o.Op] {
 			isWrite[o.Op] = true

@@ -107,6 +107,10 @@ var Operations = []Operation{
 	{"Janitor", "", "VirtualMachineRunCommands.BeginDelete", 0, false, true, "one per leftover agent run", false},
 }
 
+// IsDelete reports an operation of the table that is a DELETE request: ARM counts it against the
+// subscription's delete budget, not its write budget.
+func IsDelete(op string) bool { return strings.HasSuffix(op, ".BeginDelete") }
+
 // Budget is the number of requests per operation a stage makes on a path, with rescueVMs VMs in
 // the pool. Rows with no path belong to every path of the stage.
 func Budget(stage, path string, rescueVMs int) map[string]int {

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -40,15 +41,15 @@ const (
 	classes
 )
 
-// stageRank is a stage's place by its distance to the incident's end: 0 is nearest.
-var stageRank = map[incident.Stage]int{
-	incident.StageFailed: 0, incident.StageSupportTicket: 1, incident.StageHarvestDump: 2,
-	incident.StageReattachReboot: 3, incident.StageOfflinePatch: 4, incident.StageRescueAttach: 5,
-	incident.StageSnapshot: 6,
+// nearestEnd lists the stages by their distance to the incident's end, nearest first. A rollback's
+// writes (StageFailed) go before every class.
+var nearestEnd = [...]incident.Stage{
+	incident.StageSupportTicket, incident.StageHarvestDump, incident.StageReattachReboot,
+	incident.StageOfflinePatch, incident.StageRescueAttach, incident.StageSnapshot,
 }
 
-// priorities is the number of writePriority values.
-const priorities = classes * 7
+// priorities is the number of writePriority values: the rollback's, then each class's stages.
+const priorities = writePriority(1 + classes*len(nearestEnd))
 
 // priorityOf is the priority of a write of op by a stage. A rollback's writes go before all others:
 // they give a VM its own disk back.
@@ -63,15 +64,12 @@ func priorityOf(op string, stage incident.Stage) writePriority {
 	case "VirtualMachines.BeginAttachDetachDataDisks", "Disks.BeginCreateOrUpdate":
 		class = classDisk
 	}
-	rank, ok := stageRank[stage]
-	if !ok {
-		rank = len(stageRank) - 1
+	rank := slices.Index(nearestEnd[:], stage)
+	if rank < 0 {
+		rank = len(nearestEnd) - 1
 	}
-	return writePriority(class*len(stageRank) + rank)
+	return writePriority(1 + class*len(nearestEnd) + rank)
 }
-
-// paced reports whether ARM counts op against the write budget: every write but a delete.
-func paced(op string) bool { return !strings.HasSuffix(op, ".BeginDelete") }
 
 // pacer is a token bucket per subscription with prioritized waiters.
 type pacer struct {

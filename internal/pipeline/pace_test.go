@@ -125,9 +125,9 @@ func TestPriorityOf(t *testing.T) {
 			t.Errorf("priority %d out of range", pr)
 		}
 	}
-	for op, want := range map[string]bool{"Disks.BeginDelete": false, "VirtualMachineRunCommands.BeginDelete": false, "Snapshots.BeginCreateOrUpdate": true} {
-		if paced(op) != want {
-			t.Errorf("paced(%s) = %v, want %v", op, !want, want)
+	for op, want := range map[string]bool{"Disks.BeginDelete": true, "VirtualMachineRunCommands.BeginDelete": true, "Snapshots.BeginCreateOrUpdate": false} {
+		if IsDelete(op) != want {
+			t.Errorf("IsDelete(%s) = %v, want %v", op, !want, want)
 		}
 	}
 	if got := subscriptionOf("/subscriptions/abc/resourceGroups/rg"); got != "abc" {

@@ -303,7 +303,7 @@ func (p *Pipeline) clockWait(d time.Duration) time.Duration {
 
 // paceWrite waits for the write budget of subscriptionID before a write of op by stage (pace.go).
 func (p *Pipeline) paceWrite(ctx context.Context, subscriptionID, op string, stage incident.Stage) error {
-	if !paced(op) {
+	if IsDelete(op) {
 		return nil
 	}
 	p.pacerOnce.Do(func() { p.pacer = newPacer(p.WritesPerHour, p.timeScale()) })
