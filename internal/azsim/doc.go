@@ -35,6 +35,7 @@
 //	    PublicURL   string             // base URL of Handler(), for boot diagnostics URIs
 //	    ContentFor  func(VMSpec) Content // content of each seeded original OS disk; nil = Files
 //	    OnVMStarted func(vmID string)  // called (in a goroutine) when a Start completes
+//	    GuestReportsAgent bool         // a started fleet VM's agent is Not Ready until SetAgentReady
 //	    StrictSnapshotCopy bool        // refuse a disk from an incremental snapshot below 100%
 //	    MinPollInterval time.Duration  // shortest Retry-After while an LRO runs (default 5ms)
 //	    Logger      *slog.Logger
@@ -83,6 +84,7 @@
 //	func (st *State) Operations() []Operation        // every LRO, Run Command execution and snapshot copy, with its simulated span
 //	func (st *State) Tagged(tag string) []string      // ids of VMs/disks/snapshots carrying the tag
 //	func (st *State) SetPowerState(vmID string, p PowerState) error
+//	func (st *State) SetAgentReady(vmID string) error // the guest booted; its agent reports Ready
 //	func (st *State) SetBootDiagnostics(vmID string, screenshot, serialLog []byte) error
 //	func (st *State) SetVMTags(vmID string, tags map[string]string) error
 //	func (st *State) ResourceID(kind, resourceGroup, name string) string // kind: virtualMachines|disks|snapshots

@@ -11,6 +11,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
 	"github.com/vmrescue/vmrescue/internal/azsim"
+	"github.com/vmrescue/vmrescue/internal/vms"
 )
 
 func TestAttachDetach(t *testing.T) {
@@ -381,5 +382,75 @@ func TestConcurrentAttachesToOneRescueVM(t *testing.T) {
 		if !strings.EqualFold(disk.ManagedBy, vm.ID) {
 			t.Errorf("disk %s at LUN %d managed by %q", d.DiskID, d.LUN, disk.ManagedBy)
 		}
+	}
+}
+
+// TestGuestReportsAgent: with a guest simulator reporting the VM agent, a started fleet VM's
+// agent is Not Ready until the guest says it booted, and again after the next start; without
+// one, a running VM's agent is Ready.
+func TestGuestReportsAgent(t *testing.T) {
+	t.Parallel()
+	for _, guest := range []bool{false, true} {
+		t.Run(fmt.Sprintf("guest=%v", guest), func(t *testing.T) {
+			t.Parallel()
+			fleet := azsim.DefaultFleet()
+			fleet.VMs[0].PowerState = azsim.PowerDeallocated
+			sim, err := azsim.New(fleet, azsim.Options{TimeScale: 0.001, GuestReportsAgent: guest})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := newClients(t, sim.SubscriptionID(), sim.ClientOptions())
+			name, id := fleet.VMs[0].Name, fleet.VMID(fleet.VMs[0].Name)
+			ready := func() bool {
+				t.Helper()
+				resp, err := c.vms.Get(ctxT(t), appRG, name, &armcompute.VirtualMachinesClientGetOptions{
+					Expand: to.Ptr(armcompute.InstanceViewTypesInstanceView)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				f := vms.FactsOf(resp.VirtualMachine)
+				if f.Power != vms.PowerRunning {
+					t.Fatalf("power %s", f.Power)
+				}
+				return f.AgentReady
+			}
+			start := func() {
+				t.Helper()
+				p, err := c.vms.BeginStart(ctxT(t), appRG, name, nil)
+				if err == nil {
+					_, err = p.PollUntilDone(ctxT(t), nil)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			start()
+			if got := ready(); got == guest {
+				t.Fatalf("agent ready %v after a start", got)
+			}
+			if !guest {
+				return
+			}
+			if err := sim.State().SetAgentReady(id); err != nil {
+				t.Fatal(err)
+			}
+			if !ready() {
+				t.Fatal("agent not ready after the guest reported")
+			}
+			p, err := c.vms.BeginDeallocate(ctxT(t), appRG, name, nil)
+			if err == nil {
+				_, err = p.PollUntilDone(ctxT(t), nil)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sim.State().SetAgentReady(id); err == nil {
+				t.Error("SetAgentReady of a deallocated VM succeeded")
+			}
+			start()
+			if ready() {
+				t.Error("agent ready after a second start the guest has not reported")
+			}
+		})
 	}
 }

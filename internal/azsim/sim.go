@@ -54,6 +54,10 @@ type Options struct {
 	// OnVMStarted is called, in its own goroutine, when a Start of a VM completes: the hook for
 	// the crash loop of a fleet VM.
 	OnVMStarted func(vmID string)
+	// GuestReportsAgent says a guest simulator reports each fleet VM's VM agent: after a Start
+	// the agent is Not Ready until SetAgentReady, as it stays for a guest that crash-loops at
+	// boot. Without it, the agent of a running VM is always Ready.
+	GuestReportsAgent bool
 	// StrictSnapshotCopy refuses to create a disk from an incremental snapshot whose
 	// CompletionPercent is below 100. Azure documents that incremental snapshots of standard
 	// managed disks are usable at once (and applies the rule only to Premium SSD v2 and Ultra
@@ -138,6 +142,7 @@ func New(fleet *Fleet, opts Options) (*Sim, error) {
 	tm := newTiming(opts.Latency, opts.TimeScale)
 	st := newState(fleet.SubscriptionID, fleet.Location, opts.Clock, tm, opts.Logger)
 	st.executor, st.onStarted, st.strictCopy, st.publicURL = opts.Executor, opts.OnVMStarted, opts.StrictSnapshotCopy, opts.PublicURL
+	st.guestAgent = opts.GuestReportsAgent
 	st.blobs = sasAppender{}
 	if err := st.seed(fleet, opts.ContentFor); err != nil {
 		return nil, fmt.Errorf("azsim: %w", err)

@@ -61,6 +61,9 @@ type VM struct {
 	Spec              VMSpec // the fleet entry (zero for rescue VMs)
 	VMID              string
 	TimeCreated       time.Time
+	// AgentNotReady: the VM agent has not reported since the VM last started (only with
+	// Options.GuestReportsAgent; SetAgentReady clears it).
+	AgentNotReady bool
 }
 
 // DataDiskRef is a data disk attached to a VM.
@@ -179,7 +182,9 @@ type State struct {
 
 	executor  RunCommandExecutor
 	onStarted func(vmID string)
-	blobs     blobAppender
+	// guestAgent: a started fleet VM's agent is Not Ready until SetAgentReady.
+	guestAgent bool
+	blobs      blobAppender
 }
 
 func newState(sub, location string, clock Clock, tm *timing, log *slog.Logger) *State {
@@ -533,6 +538,21 @@ func (st *State) SetPowerState(id string, p PowerState) error {
 		return err
 	}
 	v.Power = p
+	return nil
+}
+
+// SetAgentReady records that the guest of a running VM booted and its VM agent reports Ready.
+func (st *State) SetAgentReady(id string) error {
+	st.lock()
+	defer st.unlock()
+	v, ok := st.vms[key(id)]
+	if !ok {
+		return fmt.Errorf("azsim: no VM %s", id)
+	}
+	if v.Power != PowerRunning {
+		return fmt.Errorf("azsim: VM %s is %s, not running", v.Name, v.Power)
+	}
+	v.AgentNotReady = false
 	return nil
 }
 

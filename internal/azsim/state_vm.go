@@ -147,7 +147,15 @@ func (st *State) instanceViewLocked(v *VM) armcompute.VirtualMachineInstanceView
 	if v.OSType == "Windows" {
 		iv.OSName, iv.OSVersion = to.Ptr("Windows Server 2022 Datacenter"), to.Ptr("10.0.20348")
 	}
-	if v.Power == PowerRunning {
+	switch {
+	case v.Power == PowerRunning && v.AgentNotReady:
+		// What Azure shows for a guest whose agent has not reported, such as one that
+		// crash-loops at boot.
+		iv.VMAgent = &armcompute.VirtualMachineAgentInstanceView{VMAgentVersion: to.Ptr("Unknown"),
+			Statuses: []*armcompute.InstanceViewStatus{{Code: to.Ptr("ProvisioningState/Unavailable"),
+				Level: to.Ptr(armcompute.StatusLevelTypesWarning), DisplayStatus: to.Ptr("Not Ready"),
+				Message: to.Ptr("VM status blob is found but not yet populated."), Time: &now}}}
+	case v.Power == PowerRunning:
 		iv.VMAgent = &armcompute.VirtualMachineAgentInstanceView{VMAgentVersion: to.Ptr("2.7.41491.1102"),
 			Statuses: []*armcompute.InstanceViewStatus{status("ProvisioningState/succeeded", "Ready", &now)}}
 	}
@@ -260,6 +268,9 @@ func (st *State) power(op, rg, name string, tr powerTransition) (*operation, *ar
 	id := v.ID
 	return st.beginLocked(op, v.ID, st.timing.of(op, LatencyWrite), func() {
 		v.Power, v.ProvisioningState = tr.target, ProvisioningSucceeded
+		if tr.started {
+			v.AgentNotReady = st.guestAgent && !v.Rescue
+		}
 		if tr.started && st.onStarted != nil {
 			go st.onStarted(id)
 		}

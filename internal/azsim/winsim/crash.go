@@ -145,6 +145,10 @@ func (w *World) boot(st *azsim.State, vm azsim.VM, b *Boot) {
 		if win != nil {
 			w.setBootDiagnostics(st, vm.ID, win, false, 0)
 		}
+		if err := st.SetAgentReady(vm.ID); err != nil {
+			interrupted() // stopped in the meantime
+			return
+		}
 		w.update(b, func(b *Boot) { b.Outcome, b.Done = OutcomeHealthy, true })
 		w.log.Info("winsim: guest booted", "vm", vm.Name, "boot", b.Seq)
 		return

@@ -20,6 +20,7 @@ import (
 	"github.com/vmrescue/vmrescue/internal/dumpfile"
 	"github.com/vmrescue/vmrescue/internal/harvest"
 	"github.com/vmrescue/vmrescue/internal/hostproto"
+	"github.com/vmrescue/vmrescue/internal/vms"
 )
 
 // testFleet is the default fleet with two more VMs: a gen1 VM without a dump (its copy collides
@@ -153,6 +154,9 @@ func TestRescueThroughRunCommand(t *testing.T) {
 			}
 			if p := powerOf(r.vm(tc.vm)); p != "running" {
 				t.Errorf("power state after the boot = %s, want running (a crash loop is running to the platform)", p)
+			}
+			if ready := vms.FactsOf(r.vm(tc.vm)).AgentReady; ready != (tc.wantOutcome == winsim.OutcomeHealthy) {
+				t.Errorf("VM agent ready = %v after a boot that ended %s", ready, boot.Outcome)
 			}
 			events := r.events.all()
 			serial := r.serialLog(rg, tc.vm)

@@ -138,6 +138,7 @@ func (w *World) Install(opts *azsim.Options) {
 	opts.ContentFor = func(s azsim.VMSpec) azsim.Content { return OSDiskFor(s, w.opts.DumpScale, crashed) }
 	opts.Executor = w
 	opts.OnVMStarted = w.onVMStarted
+	opts.GuestReportsAgent = true
 }
 
 // Bind connects the world to the simulator made with the installed options, and gives the fleet
