@@ -38,7 +38,10 @@ func (p *Pipeline) rollback(ctx context.Context, r *run) error {
 	if err := r.awaitStages(ctx); err != nil {
 		return err
 	}
-	a := merge(summarize(r.msg.IncidentID, r.recs).Artifacts, r.msg.Artifacts)
+	// The disk to put back is what the incident recorded, or the tag the swap set on the VM in
+	// the same request; never the message's word alone, which would let a message name any disk
+	// of the subscription.
+	original := summarize(r.msg.IncidentID, r.recs).Artifacts.OriginalOSDiskID
 	patched := diskID(r.vm, incident.RescueDiskName(r.msg.IncidentID))
 
 	vm, err := p.getVM(ctx, r.vm, true)
@@ -47,12 +50,16 @@ func (p *Pipeline) rollback(ctx context.Context, r *run) error {
 		return fmt.Errorf("read VM: %w", err)
 	}
 	swappedBack := false
-	if !vmGone && strings.EqualFold(vm.OSDiskID, patched) {
-		original := a.OriginalOSDiskID
-		if original == "" {
-			original, _ = vm.Tag(incident.TagOriginalOSDisk)
+	if !vmGone && original == "" {
+		original, _ = vm.Tag(incident.TagOriginalOSDisk)
+	}
+	if m := r.msg.Artifacts.OriginalOSDiskID; m != "" && !strings.EqualFold(m, original) {
+		if err := r.note(ctx, fmt.Sprintf("the message names %s as the original OS disk, which is not what the incident recorded: it is ignored", m)); err != nil {
+			return err
 		}
-		if _, perr := resourceid.ParseDisk(original); perr != nil {
+	}
+	if !vmGone && strings.EqualFold(vm.OSDiskID, patched) {
+		if _, perr := resourceid.ParseDisk(original); perr != nil || strings.EqualFold(original, patched) {
 			return r.note(ctx, "the VM runs on the patched disk but the original OS disk is unknown: the OS disk is left as it is")
 		}
 		if vm.Power != vms.PowerDeallocated {
@@ -70,7 +77,14 @@ func (p *Pipeline) rollback(ctx context.Context, r *run) error {
 			return fmt.Errorf("put the original OS disk back: %w", err)
 		}
 		r.made.Swapped, swappedBack = false, true
-		vm.Power = vms.PowerDeallocated
+		vm.OSDiskID, vm.Power = original, vms.PowerDeallocated
+	}
+	if !vmGone && original != "" && strings.EqualFold(vm.OSDiskID, original) && swappedIn(r.recs) {
+		// The Janitor keeps a patched disk that is, or was last, the VM's OS disk; now that the
+		// original is back it is temporary again.
+		if err := r.checkpoint(ctx, checkpointSwappedBack, detail{Reason: "the original OS disk is back: " + original}); err != nil {
+			return err
+		}
 	}
 	for _, name := range []string{incident.RescueDiskName(r.msg.IncidentID), incident.HarvestDiskName(r.msg.IncidentID)} {
 		d, ok, err := p.getDisk(ctx, r.vm.SubscriptionID, r.vm.ResourceGroup, name)

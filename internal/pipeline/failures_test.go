@@ -42,6 +42,10 @@ func TestTransientFailures(t *testing.T) {
 			faultRule{op: "VirtualMachineRunCommands.BeginCreateOrUpdate", status: 409, code: "Conflict", times: 1}, 15 * time.Second},
 		{"start answers 500", incident.StageReattachReboot,
 			faultRule{op: "VirtualMachines.BeginStart", status: 500, code: "InternalServerError", times: 4}, 0},
+		{"harvest snapshot throttled", incident.StageHarvestDump,
+			faultRule{op: "Snapshots.BeginCreateOrUpdate", status: 429, code: "SubscriptionRequestsThrottled", retryAfter: "7", times: 4}, 7 * time.Second},
+		{"harvest disk create answers 503", incident.StageHarvestDump,
+			faultRule{op: "Disks.BeginCreateOrUpdate", status: 503, code: "ServiceUnavailable", times: 4}, 0},
 		{"ticket create unavailable", incident.StageSupportTicket,
 			faultRule{op: "Tickets.BeginCreate", status: 503, code: "ServiceUnavailable", retryAfter: "30", times: 4}, 30 * time.Second},
 	}
@@ -104,12 +108,22 @@ func TestTerminalFailures(t *testing.T) {
 		{"attach refused", incident.StageRescueAttach, &faultRule{op: "VirtualMachines.BeginAttachDetachDataDisks", status: 400, code: "InvalidParameter", times: 1}, nil},
 		{"agent refuses the disk", incident.StageOfflinePatch, nil, &agent.Result{Refused: true, Error: "no Windows partition on the disk"}},
 		{"OS disk swap not allowed", incident.StageReattachReboot, &faultRule{op: "VirtualMachines.BeginUpdate", status: 409, code: "PropertyChangeNotAllowed", times: 1}, nil},
+		// After the swap: the rollback puts the original OS disk back.
+		{"harvest disk create invalid", incident.StageHarvestDump, &faultRule{op: "Disks.BeginCreateOrUpdate", status: 400, code: "InvalidParameter", times: 1}, nil},
+		{"ticket refused", incident.StageSupportTicket, &faultRule{op: "Tickets.BeginCreate", status: 400, code: "InvalidParameter", times: 1}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, envOptions{})
+			vmID := e.fleet.VMID("app-web-01")
+			before, _ := e.sim.State().VM(vmID)
 			id, d := e.reach(scenario{stage: tc.stage, vm: "app-web-01"})
+			at, _ := e.sim.State().VM(vmID)
+			swapped := !strings.EqualFold(at.OSDiskID, before.OSDiskID)
+			if want := tc.stage == incident.StageHarvestDump || tc.stage == incident.StageSupportTicket; swapped != want {
+				t.Fatalf("VM on the patched disk before %s: %v", tc.stage, swapped)
+			}
 			ft := &faultTransport{}
 			if tc.rule != nil {
 				ft.rules = []*faultRule{tc.rule}
@@ -129,9 +143,9 @@ func TestTerminalFailures(t *testing.T) {
 			if v.State != incident.StateFailed || v.Outcome != incident.OutcomeRolledBack {
 				t.Errorf("incident ended %s/%s", v.State, v.Outcome)
 			}
-			vm, _ := e.sim.State().VM(e.fleet.VMID("app-web-01"))
-			if !strings.EqualFold(vm.OSDiskID, v.Artifacts.OriginalOSDiskID) && v.Artifacts.OriginalOSDiskID != "" {
-				t.Errorf("VM runs on %s, not its original OS disk", vm.OSDiskID)
+			vm, _ := e.sim.State().VM(vmID)
+			if !strings.EqualFold(vm.OSDiskID, before.OSDiskID) {
+				t.Errorf("VM runs on %s, not its original OS disk %s", vm.OSDiskID, before.OSDiskID)
 			}
 			for _, rv := range e.cfg.RescueVMs {
 				r, _ := e.sim.State().VM(rv)
@@ -149,7 +163,9 @@ func TestTerminalFailures(t *testing.T) {
 }
 
 // TestManualRollback: RemediationRollback's message after the swap puts the original OS disk back
-// with the table's requests, and a second delivery changes nothing.
+// with the table's requests, and a second delivery changes nothing. The disk put back is the one
+// the incident recorded, not another the message names. Once the original is back, the patched
+// disk is temporary again and the Janitor deletes it.
 func TestManualRollback(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{fleet: withBehaviour(azsim.BehaviourHealthyAfterPatch)})
@@ -160,8 +176,10 @@ func TestManualRollback(t *testing.T) {
 		t.Fatalf("VM not on the patched disk: %s", vm.OSDiskID)
 	}
 	v := e.checkClean(id)
+	forged := v.Artifacts
+	forged.OriginalOSDiskID = e.sim.State().ResourceID("disks", "rg-app", "someone-elses-disk")
 	msg := incident.Message{Version: 1, IncidentID: id, VMResourceID: vmID, Stage: incident.StageFailed,
-		Trigger: incident.Trigger{Kind: incident.TriggerManual, Reason: "rollback requested"}, Artifacts: v.Artifacts}
+		Trigger: incident.Trigger{Kind: incident.TriggerManual, Reason: "rollback requested"}, Artifacts: forged}
 	e.sim.ResetCalls()
 	d := delivered{queue: incident.StageFailed, msg: msg, id: incident.MessageID(id, incident.StageFailed, 0)}
 	if err := e.run(e.newPipeline(nil), context.Background(), d, 1); err != nil {
@@ -189,6 +207,19 @@ func TestManualRollback(t *testing.T) {
 		if !strings.HasSuffix(op, ".Get") {
 			t.Errorf("second rollback made %d %s", n, op)
 		}
+	}
+	noted := false
+	for _, r := range e.records(id) {
+		if reason, _ := recordDetail(r)["reason"].(string); strings.Contains(reason, "someone-elses-disk") && strings.Contains(reason, "ignored") {
+			noted = true
+		}
+	}
+	if !noted {
+		t.Error("the message's other original OS disk is not noted on the trail")
+	}
+	// checkClean ran the Janitor once the incident was over.
+	if _, ok := e.sim.State().Disk(diskOf(e, id)); ok {
+		t.Error("the patched disk, swapped back out, was not cleaned up")
 	}
 }
 

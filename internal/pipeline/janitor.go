@@ -68,7 +68,7 @@ func (j *janitor) Run(ctx context.Context, _ hostproto.Timer) error {
 func (p *Pipeline) Clean(ctx context.Context) (JanitorReport, error) {
 	ctx, cancel := context.WithTimeout(ctx, janitorBudget)
 	defer cancel()
-	c := &cleaner{p: p, now: p.now(), states: map[string]string{}, ended: map[string]time.Time{}}
+	c := &cleaner{p: p, now: p.now(), incidents: map[string]incidentFacts{}}
 	var errs []error
 	for _, step := range []func(context.Context) error{c.stalls, c.disks, c.snapshots, c.luns, c.runs} {
 		if err := step(ctx); err != nil {
@@ -80,33 +80,55 @@ func (p *Pipeline) Clean(ctx context.Context) (JanitorReport, error) {
 }
 
 type cleaner struct {
-	p      *Pipeline
-	now    time.Time
-	rep    JanitorReport
-	states map[string]string    // incident -> state ("" when unknown)
-	ended  map[string]time.Time // incident -> time of its last record
+	p         *Pipeline
+	now       time.Time
+	rep       JanitorReport
+	incidents map[string]incidentFacts // read once per run
 }
 
-// state returns an incident's state and when it last changed, cached for the run.
-func (c *cleaner) state(ctx context.Context, id string) (string, time.Time) {
-	if s, ok := c.states[id]; ok {
-		return s, c.ended[id]
-	}
-	s, err := c.p.Trail.State(ctx, id)
-	if err != nil {
-		s = ""
-	}
-	var last time.Time
-	if recs, err := c.p.Trail.Read(ctx, id); err == nil && len(recs) > 0 {
-		last = recs[len(recs)-1].Time
-	}
-	c.states[id], c.ended[id] = s, last
-	return s, last
+// incidentFacts is what the Janitor knows of an incident from its trail.
+type incidentFacts struct {
+	state string    // "" when the incident has no trail
+	ended time.Time // its last record
+	// osDisk: the incident swapped its patched disk in as the VM's OS disk and did not put the
+	// original back. That disk is the VM's own now, attached or not (a VM deleted with its
+	// disks kept leaves it unattached), and the Janitor never deletes it.
+	osDisk bool
 }
 
 // over reports an incident that will make nothing more: closed, failed or rejected. An incident
 // without a trail is over too: nothing will ever act on it.
-func over(state string) bool { return state != incident.StateActive }
+func (f incidentFacts) over() bool { return f.state != incident.StateActive }
+
+// incident reads an incident's state and records once per run. An error other than "no such
+// incident" is returned, and the caller leaves the incident's resources alone for this run: a
+// trail that could not be read says nothing about whether the incident is over.
+func (c *cleaner) incident(ctx context.Context, id string) (incidentFacts, error) {
+	if f, ok := c.incidents[id]; ok {
+		return f, nil
+	}
+	var f incidentFacts
+	s, err := c.p.Trail.State(ctx, id)
+	if err != nil && !errors.Is(err, audit.ErrNotFound) {
+		return f, fmt.Errorf("janitor: state of %s: %w", id, err)
+	}
+	recs, err := c.p.Trail.Read(ctx, id)
+	if err != nil && !errors.Is(err, audit.ErrNotFound) {
+		return f, fmt.Errorf("janitor: trail of %s: %w", id, err)
+	}
+	f.state = s
+	if len(recs) > 0 {
+		f.ended = recs[len(recs)-1].Time
+		f.osDisk = swappedIn(recs)
+	}
+	c.incidents[id] = f
+	return f, nil
+}
+
+// skip notes an incident whose trail could not be read; its resources wait for the next run.
+func (c *cleaner) skip(err error) {
+	c.rep.Errors = append(c.rep.Errors, err.Error())
+}
 
 func (c *cleaner) stalls(ctx context.Context) error {
 	ids, err := c.p.Trail.List(ctx, incident.StateActive)
@@ -221,8 +243,16 @@ func (c *cleaner) disksIn(ctx context.Context, sub string) error {
 				c.keep(f.ID, "attached to "+f.ManagedBy)
 				continue
 			}
-			state, _ := c.state(ctx, id)
-			if !over(state) && c.now.Sub(f.Created) <= c.p.Config.Retention {
+			inc, err := c.incident(ctx, id)
+			if err != nil {
+				c.skip(err)
+				continue
+			}
+			if role == incident.RoleRescueDisk && inc.osDisk {
+				c.keep(f.ID, "swapped in as the VM's OS disk")
+				continue
+			}
+			if !inc.over() && c.now.Sub(f.Created) <= c.p.Config.Retention {
 				continue
 			}
 			rid, err := resourceid.ParseDisk(f.ID)
@@ -274,19 +304,26 @@ func (c *cleaner) snapshotsIn(ctx context.Context, sub string) error {
 			if !ok {
 				continue
 			}
-			state, ended := c.state(ctx, id)
+			if role != incident.RoleBackupSnapshot && role != incident.RoleHarvestSnapshot {
+				continue
+			}
+			inc, err := c.incident(ctx, id)
+			if err != nil {
+				c.skip(err)
+				continue
+			}
 			switch role {
 			case incident.RoleBackupSnapshot:
 				// Kept until the retention period has passed since the incident ended.
-				since := ended
+				since := inc.ended
 				if f.Created.After(since) {
 					since = f.Created
 				}
-				if !over(state) || c.now.Sub(since) <= c.p.Config.Retention {
+				if !inc.over() || c.now.Sub(since) <= c.p.Config.Retention {
 					continue
 				}
 			case incident.RoleHarvestSnapshot:
-				if !over(state) && c.now.Sub(f.Created) <= c.p.Config.Retention {
+				if !inc.over() && c.now.Sub(f.Created) <= c.p.Config.Retention {
 					continue
 				}
 			default:
@@ -353,7 +390,12 @@ func (c *cleaner) luns(ctx context.Context) error {
 			continue
 		}
 		for lun, id := range holders {
-			if state, _ := c.state(ctx, id); !over(state) {
+			inc, err := c.incident(ctx, id)
+			if err != nil {
+				c.skip(err)
+				continue
+			}
+			if !inc.over() {
 				continue
 			}
 			if err := c.p.releaseLUN(ctx, vm, lun, id); err != nil && !isNotHolder(err) {
@@ -394,7 +436,12 @@ func (c *cleaner) runs(ctx context.Context) error {
 				if id == "" {
 					continue
 				}
-				if state, _ := c.state(ctx, id); !over(state) {
+				inc, err := c.incident(ctx, id)
+				if err != nil {
+					c.skip(err)
+					continue
+				}
+				if !inc.over() {
 					continue
 				}
 				name := *rc.Name

@@ -87,6 +87,8 @@ const (
 	checkpointPatched   = "patched"
 	checkpointObserved  = "observed"
 	checkpointDumpFound = "dump-found"
+	// checkpointSwappedBack: the Failed stage put the original OS disk back after a swap.
+	checkpointSwappedBack = "swapped-back"
 )
 
 // afterFirstLookHarvest drops the rescue disk, whose dump is now in the dumps container, and goes

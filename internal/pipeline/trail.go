@@ -29,17 +29,41 @@ func crashSignalAfter(recs []audit.Record, t time.Time) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// lastActivity is when the incident last showed progress: its last record, or a later time one
-// of its records scheduled work for (a retry, the reproduction wait).
+// lastActivity is when the incident last made progress: its opening, a success (an ARM write,
+// a checkpoint, a stage completed), or a wait for shared capacity, which the pipeline keeps up
+// for as long as it lasts (a full rescue pool is not a stall); or a later time one of its
+// records scheduled work for (a retry, the reproduction wait). Deliveries that only start,
+// retry, skip or fail, and alerts that intake records on the incident, are not progress: a
+// stage that fails on every delivery, or a VM that keeps raising crash alerts, does not keep a
+// stuck incident alive.
 func lastActivity(recs []audit.Record) time.Time {
 	var t time.Time
 	for _, rec := range recs {
-		if rec.Time.After(t) {
+		d := detailOf(rec)
+		progress := rec.Event == incident.EventOpened || rec.Event == incident.EventSucceeded ||
+			(rec.Event == incident.EventRetrying && d.Unbounded)
+		if progress && rec.Time.After(t) {
 			t = rec.Time
 		}
-		if d := detailOf(rec); d.NotBefore != nil && d.NotBefore.After(t) {
+		if d.NotBefore != nil && d.NotBefore.After(t) {
 			t = *d.NotBefore
 		}
 	}
 	return t
+}
+
+// swappedIn reports an incident whose patched disk was swapped in as the VM's OS disk and not
+// swapped back since.
+func swappedIn(recs []audit.Record) bool {
+	in := false
+	for _, rec := range recs {
+		d := detailOf(rec)
+		switch {
+		case d.Checkpoint == checkpointSwappedBack:
+			in = false
+		case d.Artifacts != nil && d.Artifacts.Swapped:
+			in = true
+		}
+	}
+	return in
 }
