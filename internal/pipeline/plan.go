@@ -201,6 +201,10 @@ func (p *Pipeline) plannedOps(id resourceid.ID, vm vms.Facts, rescueID string, l
 		rescueID = "<rescue VM with a free LUN>"
 	}
 	runs := rescueID + "/runCommands/" + incident.RunCommandName(inc, "")
+	at := fmt.Sprintf("attach at LUN %d", lun)
+	if lun < 0 { // no free LUN now: RescueAttach waits for one
+		at = "attach at the first LUN freed"
+	}
 	var out []PlannedOp
 	add := func(stage, op, rid string) { out = append(out, PlannedOp{stage, op, rid}) }
 	if vm.Power != vms.PowerDeallocated {
@@ -208,7 +212,7 @@ func (p *Pipeline) plannedOps(id resourceid.ID, vm vms.Facts, rescueID string, l
 	}
 	add("Snapshot", "Snapshots.BeginCreateOrUpdate", snap+" (incremental, source "+vm.OSDiskID+")")
 	add("RescueAttach", "Disks.BeginCreateOrUpdate", disk+" (from the snapshot"+zoneText(vm.Zone)+")")
-	add("RescueAttach", "VirtualMachines.BeginAttachDetachDataDisks", fmt.Sprintf("%s (attach at LUN %d)", rescueID, lun))
+	add("RescueAttach", "VirtualMachines.BeginAttachDetachDataDisks", rescueID+" ("+at+")")
 	add("OfflinePatch", "VirtualMachineRunCommands.BeginCreateOrUpdate", runs+"patch (patches unless a memory dump is there)")
 	add("OfflinePatch", "VirtualMachineRunCommands.BeginDelete", runs+"patch (patches unless a memory dump is there)")
 	add("ReattachReboot", "VirtualMachines.BeginAttachDetachDataDisks", rescueID+" (detach)")
