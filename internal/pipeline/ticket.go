@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/support/armsupport"
@@ -169,10 +170,19 @@ func TicketTitle(vmName string, bc *incident.BugCheck) string {
 	} else {
 		t = fmt.Sprintf("%s: Windows stops at boot (no crash dump captured)", vmName)
 	}
-	if len(t) > maxTitle {
-		t = t[:maxTitle]
+	return cutUTF8(t, maxTitle)
+}
+
+// cutUTF8 returns the longest prefix of s of at most n bytes that does not split a UTF-8
+// character (n bytes is also at most n characters).
+func cutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return t
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // TicketDescription is the ticket's description: the incident, its times, the steps done, and
@@ -221,7 +231,10 @@ func TicketDescription(msg incident.Message, a incident.Artifacts, recs []audit.
 			fmt.Fprintf(&b, "- %s\n", s)
 		}
 	}
-	return clip(b.String(), maxDescription)
+	if d := b.String(); len(d) > maxDescription {
+		return cutUTF8(d, maxDescription-len("…")) + "…"
+	}
+	return b.String()
 }
 
 func manifestURL(blobURL func(string, string) string, dumps, id string) string {
@@ -231,7 +244,9 @@ func manifestURL(blobURL func(string, string) string, dumps, id string) string {
 	return blobURL(dumps, id+"/manifest.json")
 }
 
-// stepsDone lists the completed stages and the ARM writes made, with their times.
+// stepsDone lists the completed stages and the ARM writes made, with their times. A write names
+// its resource by name only: full ids (above for the VM, its disk and snapshot) made the list of
+// an incident that rebooted and harvested overflow maxDescription and lose its last steps.
 func stepsDone(recs []audit.Record) []string {
 	var out []string
 	for _, rec := range recs {
@@ -243,8 +258,11 @@ func stepsDone(recs []audit.Record) []string {
 		case d.Completed:
 			out = append(out, fmt.Sprintf("%s %s completed", rec.Time.UTC().Format(time.RFC3339), rec.Stage))
 		case d.Operation != "":
-			out = append(out, fmt.Sprintf("%s %s %s (%d ms)", rec.Time.UTC().Format(time.RFC3339), d.Operation, d.ResourceID, d.DurationMS))
+			out = append(out, fmt.Sprintf("%s %s %s (%d ms)", rec.Time.UTC().Format(time.RFC3339), d.Operation, resourceName(d.ResourceID), d.DurationMS))
 		}
 	}
 	return out
 }
+
+// resourceName is the last segment of a resource id.
+func resourceName(id string) string { return id[strings.LastIndexByte(id, '/')+1:] }
