@@ -340,3 +340,48 @@ func TestBadArtifacts(t *testing.T) {
 		t.Error("a rejected message changed the incident's state")
 	}
 }
+
+// TestRollbackBeforeSwap: a failure before the OS disk swap rolls back with the table's requests:
+// the rescue disk comes off the rescue VM, the VM keeps its original disk, and it is started
+// again only when configured to.
+func TestRollbackBeforeSwap(t *testing.T) {
+	t.Parallel()
+	for _, s := range []scenario{
+		{"Failed", incident.StageOfflinePatch, "before the swap", "app-web-01", false},
+		{"Failed", incident.StageOfflinePatch, "before the swap, VM started", "app-web-01", true},
+	} {
+		t.Run(s.path, func(t *testing.T) {
+			t.Parallel()
+			e := s.env(t)
+			vmID := e.fleet.VMID(s.vm)
+			before, _ := e.sim.State().VM(vmID)
+			id, d := e.reach(s)
+			e.agent.setFail(agent.CommandPatch, &agent.Result{Refused: true, Error: "no Windows partition on the disk"})
+			if err := e.run(e.newPipeline(nil), context.Background(), d, 1); !fault.IsTerminal(err) {
+				t.Fatalf("want a terminal error, got %v", err)
+			}
+			f, ok := e.bus.pop()
+			if !ok || f.queue != incident.StageFailed {
+				t.Fatalf("next message %+v, want the rollback", f)
+			}
+			e.sim.ResetCalls()
+			if err := e.run(e.newPipeline(nil), context.Background(), f, 1); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := calls(e.sim), pipeline.Budget(s.function, s.path, len(e.cfg.RescueVMs)); !maps.Equal(got, want) {
+				t.Errorf("ARM requests:\n got %v\nwant %v (README.md)", got, want)
+			}
+			vm, _ := e.sim.State().VM(vmID)
+			wantPower := azsim.PowerDeallocated
+			if s.started {
+				wantPower = azsim.PowerRunning
+			}
+			if !strings.EqualFold(vm.OSDiskID, before.OSDiskID) || vm.Power != wantPower {
+				t.Errorf("VM on %s, %s; want its original disk, %s", vm.OSDiskID, vm.Power, wantPower)
+			}
+			if v := e.checkClean(id); v.State != incident.StateFailed || v.Outcome != incident.OutcomeRolledBack {
+				t.Errorf("incident ended %s/%s", v.State, v.Outcome)
+			}
+		})
+	}
+}

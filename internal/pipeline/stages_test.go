@@ -10,6 +10,7 @@ import (
 
 	"github.com/vmrescue/vmrescue/internal/armclient"
 	"github.com/vmrescue/vmrescue/internal/azsim"
+	"github.com/vmrescue/vmrescue/internal/config"
 	"github.com/vmrescue/vmrescue/internal/incident"
 	"github.com/vmrescue/vmrescue/internal/pipeline"
 	"github.com/vmrescue/vmrescue/internal/server"
@@ -21,17 +22,25 @@ type scenario struct {
 	stage    incident.Stage
 	path     string
 	vm       string
+	// started: the pipeline is configured to start the VM again (VMRESCUE_LEAVE_DEALLOCATED=false).
+	started bool
+}
+
+// env is a fresh environment configured for the scenario.
+func (s scenario) env(t *testing.T) *env {
+	return newEnv(t, envOptions{mutate: func(c *config.Config) { c.LeaveDeallocated = !s.started }})
 }
 
 var scenarios = []scenario{
-	{"Snapshot", incident.StageSnapshot, "", "app-web-01"},
-	{"RescueAttach", incident.StageRescueAttach, "", "app-web-01"},
-	{"OfflinePatch", incident.StageOfflinePatch, "no dump", "app-web-01"},
-	{"OfflinePatch", incident.StageOfflinePatch, "dump found", "app-batch-01"},
-	{"ReattachReboot", incident.StageReattachReboot, "", "app-web-01"},
-	{"HarvestDump", incident.StageHarvestDump, "dump", "app-web-01"},
-	{"HarvestDump", incident.StageHarvestDump, "recovered", "app-api-01"},
-	{"SupportTicket", incident.StageSupportTicket, "new ticket", "app-sql-01"},
+	{"Snapshot", incident.StageSnapshot, "", "app-web-01", false},
+	{"RescueAttach", incident.StageRescueAttach, "", "app-web-01", false},
+	{"OfflinePatch", incident.StageOfflinePatch, "no dump", "app-web-01", false},
+	{"OfflinePatch", incident.StageOfflinePatch, "dump found", "app-batch-01", false},
+	{"ReattachReboot", incident.StageReattachReboot, "", "app-web-01", false},
+	{"HarvestDump", incident.StageHarvestDump, "dump", "app-web-01", false},
+	{"HarvestDump", incident.StageHarvestDump, "recovered", "app-api-01", false},
+	{"SupportTicket", incident.StageSupportTicket, "new ticket", "app-sql-01", false},
+	{"SupportTicket", incident.StageSupportTicket, "new ticket, VM started", "app-sql-01", true},
 }
 
 func (s scenario) String() string {
@@ -111,7 +120,7 @@ func TestStages(t *testing.T) {
 	for _, s := range scenarios {
 		t.Run(s.String(), func(t *testing.T) {
 			t.Parallel()
-			e := newEnv(t, envOptions{})
+			e := s.env(t)
 			id, d := e.reach(s)
 			p := e.newPipeline(nil)
 			e.sim.ResetCalls()
@@ -160,7 +169,7 @@ func TestCrashMidStage(t *testing.T) {
 		t.Run(s.String(), func(t *testing.T) {
 			t.Parallel()
 			// A reference run finds how many writes the stage makes.
-			ref := newEnv(t, envOptions{})
+			ref := s.env(t)
 			_, d := ref.reach(s)
 			ref.sim.ResetCalls()
 			if err := ref.run(ref.newPipeline(nil), context.Background(), d, 1); err != nil {
@@ -178,7 +187,7 @@ func TestCrashMidStage(t *testing.T) {
 			}
 			for k := 1; k <= writes; k++ {
 				t.Run("after write "+itoa(k), func(t *testing.T) {
-					e := newEnv(t, envOptions{})
+					e := s.env(t)
 					id, d := e.reach(s)
 					ctx, cancel := context.WithCancel(context.Background())
 					defer cancel()
