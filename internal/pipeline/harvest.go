@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -77,7 +78,7 @@ func (p *Pipeline) harvestInto(ctx context.Context, r *run, vm vms.Facts, snapNa
 			return fmt.Errorf("deallocate VM: %w", err)
 		}
 	}
-	snap, err := r.ensureSnapshot(ctx, snapName, vm.OSDiskID, vm.Location, incident.RoleHarvestSnapshot, false)
+	snap, err := r.ensureSnapshot(ctx, snapName, vm, incident.RoleHarvestSnapshot, false)
 	if err != nil {
 		return err
 	}
@@ -87,7 +88,7 @@ func (p *Pipeline) harvestInto(ctx context.Context, r *run, vm vms.Facts, snapNa
 	if err != nil {
 		return err
 	}
-	if _, err := r.ensureDisk(ctx, diskName, r.made.HarvestSnapID, pick.vm.Location, pick.vm.Zone, snap.OSType, snap.HyperVGeneration, "", incident.RoleHarvestDisk); err != nil {
+	if _, err := r.ensureDisk(ctx, diskName, r.made.HarvestSnapID, pick.vm.Location, pick.vm.Zone, cmp.Or(snap.OSType, vm.OSType), cmp.Or(snap.HyperVGeneration, vm.HyperVGeneration), "", incident.RoleHarvestDisk); err != nil {
 		return err
 	}
 	r.made.HarvestDiskID, r.made.RescueVMID, r.made.LUN = did, pick.vm.ID, ptr(pick.lun)

@@ -30,7 +30,7 @@ var Operations = []Operation{
 	{"Snapshot", "", "Snapshots.Get", 1, false, false, "before the create; while CompletionPercent < 100 (background copy), one more just after the end when the progress rate says it comes within 10 s; a longer copy is read again by a scheduled retry of the stage at its predicted end", true},
 	{"Snapshot", "", "Snapshots.BeginCreateOrUpdate", 1, false, true, "incremental backup snapshot of the OS disk, tagged", false},
 
-	{"RescueAttach", "", "VirtualMachines.Get", 1, true, false, "the VM (size, OS disk type), then each rescue VM of the pool", false},
+	{"RescueAttach", "", "VirtualMachines.Get", 1, true, false, "the VM with instance view (size, OS disk type, hyperVGeneration when the snapshot has none), then each rescue VM of the pool", false},
 	{"RescueAttach", "", "Snapshots.Get", 1, false, false, "the backup snapshot: OS type, hyperVGeneration, copy complete", false},
 	{"RescueAttach", "", "ResourceSKUs.NewListPager", 1, false, false, "the region's VM sizes (MemoryGB, MaxDataDiskCount), once per region and process", false},
 	{"RescueAttach", "", "Disks.Get", 1, false, false, "before the create", false},

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,7 +28,7 @@ func (p *Pipeline) rescueAttach(ctx context.Context, r *run) error {
 	if a.SnapshotID == "" {
 		return fault.Terminal(errors.New("no backup snapshot in the artifacts"))
 	}
-	vm, err := p.getVM(ctx, r.vm, false)
+	vm, err := p.getVM(ctx, r.vm, true) // with instance view: hyperVGeneration
 	if err != nil {
 		return fmt.Errorf("read VM: %w", err)
 	}
@@ -63,11 +64,8 @@ func (p *Pipeline) rescueAttach(ctx context.Context, r *run) error {
 	p.leaveBacklog(r.msg.IncidentID)
 	r.made.RescueVMID, r.made.LUN = pick.vm.ID, ptr(pick.lun)
 
-	gen := snap.HyperVGeneration
-	if gen == "" {
-		gen = vm.HyperVGeneration
-	}
-	if _, err := r.ensureDisk(ctx, diskName, a.SnapshotID, pick.vm.Location, pick.vm.Zone, snap.OSType, gen, vm.OSDiskSKU, incident.RoleRescueDisk); err != nil {
+	osType, gen := cmp.Or(snap.OSType, vm.OSType), cmp.Or(snap.HyperVGeneration, vm.HyperVGeneration)
+	if _, err := r.ensureDisk(ctx, diskName, a.SnapshotID, pick.vm.Location, pick.vm.Zone, osType, gen, vm.OSDiskSKU, incident.RoleRescueDisk); err != nil {
 		return err
 	}
 	r.made.RescueDiskID = did

@@ -42,7 +42,7 @@ func (p *Pipeline) snapshot(ctx context.Context, r *run) error {
 
 	name := incident.BackupSnapshotName(r.msg.IncidentID)
 	sid := snapshotID(r.vm, name)
-	snap, err := r.ensureSnapshot(ctx, name, vm.OSDiskID, vm.Location, incident.RoleBackupSnapshot, true)
+	snap, err := r.ensureSnapshot(ctx, name, vm, incident.RoleBackupSnapshot, true)
 	if err != nil {
 		return err
 	}
@@ -82,11 +82,14 @@ func orUnknown(s string) string {
 	return s
 }
 
-// ensureSnapshot finds or makes the incident's snapshot name of sourceDiskID in the VM's
+// ensureSnapshot finds or makes the incident's snapshot name of the VM's OS disk in the VM's
 // resource group. A snapshot of that name from another source is refused: the name belongs to
-// the incident.
-func (r *run) ensureSnapshot(ctx context.Context, name, sourceDiskID, location, role string, incremental bool) (snapshots.Facts, error) {
+// the incident. The snapshot carries the VM's OS type and hyperVGeneration (from its instance
+// view), which a disk made from it must keep for the OS disk swap: an OS disk made before
+// generation 2 existed has no hyperVGeneration of its own to pass on.
+func (r *run) ensureSnapshot(ctx context.Context, name string, vm vms.Facts, role string, incremental bool) (snapshots.Facts, error) {
 	p := r.p
+	sourceDiskID, location := vm.OSDiskID, vm.Location
 	rg := r.vm.ResourceGroup
 	sid := snapshotID(r.vm, name)
 	snap, exists, err := p.getSnapshot(ctx, r.vm.SubscriptionID, rg, name)
@@ -106,6 +109,12 @@ func (r *run) ensureSnapshot(ctx context.Context, name, sourceDiskID, location, 
 			CreationData: &armcompute.CreationData{CreateOption: ptr(armcompute.DiskCreateOptionCopy), SourceResourceID: &sourceDiskID},
 			Incremental:  &incremental,
 		},
+	}
+	if vm.OSType != "" {
+		body.Properties.OSType = ptr(armcompute.OperatingSystemTypes(vm.OSType))
+	}
+	if vm.HyperVGeneration != "" {
+		body.Properties.HyperVGeneration = ptr(armcompute.HyperVGeneration(vm.HyperVGeneration))
 	}
 	az, err := p.in(r.vm.SubscriptionID)
 	if err != nil {
