@@ -29,6 +29,10 @@ func (p *Pipeline) rollback(ctx context.Context, r *run) error {
 	deadLetter := r.msg.Stage != incident.StageFailed
 	if deadLetter && !r.deadLetterRecorded() {
 		reason := fmt.Sprintf("the %s stage's message %s was dead-lettered: it failed on every delivery", r.msg.Stage, r.d.MessageID)
+		if r.d.DeadLetterReason != "" {
+			reason = fmt.Sprintf("the %s stage's message %s was dead-lettered by Service Bus: %s", r.msg.Stage, r.d.MessageID,
+				clip(strings.TrimSuffix(r.d.DeadLetterReason+": "+r.d.DeadLetterErrorDescription, ": "), 500))
+		}
 		if err := r.append(ctx, incident.EventFailed, detail{Reason: reason, RollbackQueued: true, MessageID: r.d.MessageID}, ""); err != nil {
 			return err
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/vmrescue/vmrescue/internal/fault"
 	"github.com/vmrescue/vmrescue/internal/incident"
 	"github.com/vmrescue/vmrescue/internal/pipeline"
+	"github.com/vmrescue/vmrescue/internal/server"
 )
 
 // recordDetail decodes a record's detail.
@@ -383,5 +384,33 @@ func TestRollbackBeforeSwap(t *testing.T) {
 				t.Errorf("incident ended %s/%s", v.State, v.Outcome)
 			}
 		})
+	}
+}
+
+// TestDeadLetterReasonRecorded: a dead letter's failure record carries the reason Service Bus gave.
+func TestDeadLetterReasonRecorded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	id, d := e.reach(scenario{stage: incident.StageOfflinePatch, vm: "app-web-01"})
+	err := e.newPipeline(nil).Stages()[incident.StageFailed].Run(context.Background(), d.msg, server.Delivery{
+		MessageID: d.id, DeliveryCount: 1, EnqueuedTime: time.Now(),
+		DeadLetterReason: "MaxDeliveryCountExceeded", DeadLetterErrorDescription: "Message could not be consumed after 10 delivery attempts.",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range e.records(id) {
+		reason, _ := recordDetail(r)["reason"].(string)
+		if r.Event == incident.EventFailed &&
+			strings.Contains(reason, "MaxDeliveryCountExceeded: Message could not be consumed after 10 delivery attempts.") {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("the dead-letter reason is not on the trail")
+	}
+	if v := e.checkClean(id); v.State != incident.StateFailed || v.Outcome != incident.OutcomeRolledBack {
+		t.Errorf("incident ended %s/%s", v.State, v.Outcome)
 	}
 }

@@ -28,6 +28,9 @@ type Delivery struct {
 	MessageID     string
 	DeliveryCount int
 	EnqueuedTime  time.Time
+	// DeadLetterReason and DeadLetterErrorDescription are what Service Bus set on a message it
+	// dead-lettered (and forwarded to the failed queue); "" otherwise.
+	DeadLetterReason, DeadLetterErrorDescription string
 }
 
 // StageRunner runs one pipeline stage for a validated message. A returned error is transient
@@ -185,7 +188,9 @@ func (s *Server) stage(ctx context.Context, inv *invocation, req *hostproto.Requ
 	if runner == nil {
 		return fmt.Errorf("stage %s is not available in this build", def.Stage)
 	}
-	err = runner.Run(ctx, msg, Delivery{MessageID: sbm.MessageID, DeliveryCount: sbm.DeliveryCount, EnqueuedTime: sbm.EnqueuedTime})
+	err = runner.Run(ctx, msg, Delivery{MessageID: sbm.MessageID, DeliveryCount: sbm.DeliveryCount, EnqueuedTime: sbm.EnqueuedTime,
+		DeadLetterReason:           sbm.ApplicationProperties["DeadLetterReason"],
+		DeadLetterErrorDescription: sbm.ApplicationProperties["DeadLetterErrorDescription"]})
 	if err != nil && fault.IsTerminal(err) && !fault.IsRecorded(err) {
 		if _, aerr := s.Trail.Append(ctx, msg.IncidentID, audit.Entry{
 			VMResourceID: msg.VMResourceID, Stage: string(def.Stage), Event: incident.EventFailed,

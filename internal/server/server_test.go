@@ -435,3 +435,37 @@ func TestRecordedTerminalFailureIsNotRecordedTwice(t *testing.T) {
 		t.Fatalf("server appended %d records for a failure the stage had recorded", len(recs)-1)
 	}
 }
+
+// TestDeadLetterReason: the reason Service Bus gave a dead letter reaches the Failed stage.
+func TestDeadLetterReason(t *testing.T) {
+	got := make(chan Delivery, 1)
+	e := newEnv(t, map[incident.Stage]StageRunner{
+		incident.StageFailed: stageFunc(func(_ context.Context, _ incident.Message, d Delivery) error {
+			got <- d
+			return nil
+		}),
+	})
+	id := "inc-20261120-031407-aaaa03"
+	if _, err := e.trail.Append(context.Background(), id, audit.Entry{VMResourceID: vmErp, Stage: "intake", Event: incident.EventOpened, State: incident.StateActive}); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(incident.Message{Version: 1, IncidentID: id, VMResourceID: vmErp, Stage: incident.StageSnapshot,
+		Trigger: incident.Trigger{Kind: incident.TriggerAlert}})
+	once, _ := json.Marshal(string(raw))
+	body, _ := json.Marshal(map[string]any{"Data": map[string]any{"message": string(once)}, "Metadata": map[string]any{
+		"DeliveryCount": "1", "MessageId": `"` + id + `:snapshot"`, "SequenceNumber": "9",
+		"ApplicationProperties": map[string]any{"DeadLetterReason": "MaxDeliveryCountExceeded",
+			"DeadLetterErrorDescription": "Message could not be consumed after 10 delivery attempts."},
+	}})
+	if code, resp := e.post(t, "/Failed", body); code != 200 {
+		t.Fatalf("code %d: %s", code, resp)
+	}
+	select {
+	case d := <-got:
+		if d.DeadLetterReason != "MaxDeliveryCountExceeded" || !strings.Contains(d.DeadLetterErrorDescription, "10 delivery attempts") {
+			t.Errorf("delivery %+v", d)
+		}
+	default:
+		t.Fatal("the Failed stage did not run")
+	}
+}
