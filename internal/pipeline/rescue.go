@@ -17,6 +17,7 @@ import (
 	"github.com/vmrescue/vmrescue/internal/incident"
 	"github.com/vmrescue/vmrescue/internal/lock"
 	"github.com/vmrescue/vmrescue/internal/resourceid"
+	"github.com/vmrescue/vmrescue/internal/skus"
 	"github.com/vmrescue/vmrescue/internal/vms"
 )
 
@@ -49,6 +50,9 @@ func (p *Pipeline) rescueAttach(ctx context.Context, r *run) error {
 		return err
 	}
 	size, err := az.SKUs.Size(ctx, vm.Location, vm.Size)
+	if errors.Is(err, skus.ErrUnknownSize) {
+		return fault.Terminal(fmt.Errorf("size of the VM: %w", err)) // its memory, which the dump needs, is unknown
+	}
 	if err != nil {
 		return fmt.Errorf("size of the VM: %w", err)
 	}

@@ -1,6 +1,7 @@
 // Package skus reads VM sizes from Resource SKUs: how many data disks a rescue VM can take, and
 // how much memory a VM has (the crash dump must fit). The list is read once per region and
-// process and cached.
+// process and cached; a size the cached list lacks has it read again, at most every
+// RefreshAfter, before the size is called unknown.
 package skus
 
 import (
@@ -33,12 +34,17 @@ type Size struct {
 	HyperVGenerations []string
 }
 
+// RefreshAfter is how old a region's cached list must be before a size it lacks has it read again.
+const RefreshAfter = 15 * time.Minute
+
 // Catalog caches the VM sizes of each region.
 type Catalog struct {
 	API API
+	Now func() time.Time // nil: time.Now
 
 	mu      sync.Mutex
 	regions map[string]map[string]Size // location -> lower size name -> size
+	read    map[string]time.Time       // location -> when its list was read
 }
 
 // NewCatalog returns a catalog reading through api.
@@ -50,22 +56,31 @@ var ErrUnknownSize = fmt.Errorf("VM size not offered in the region")
 // Size returns a VM size in a region. The first call for a region lists its SKUs.
 func (c *Catalog) Size(ctx context.Context, location, name string) (Size, error) {
 	location = strings.ToLower(strings.ReplaceAll(location, " ", ""))
-	c.mu.Lock()
-	sizes, ok := c.regions[location]
-	c.mu.Unlock()
-	if !ok {
-		var err error
-		sizes, err = c.list(ctx, location)
-		if err != nil {
-			return Size{}, err
-		}
-		c.mu.Lock()
-		if c.regions == nil {
-			c.regions = map[string]map[string]Size{}
-		}
-		c.regions[location] = sizes
-		c.mu.Unlock()
+	now := time.Now
+	if c.Now != nil {
+		now = c.Now
 	}
+	c.mu.Lock()
+	sizes, cached := c.regions[location]
+	stale := now().Sub(c.read[location]) >= RefreshAfter
+	c.mu.Unlock()
+	if s, ok := sizes[strings.ToLower(name)]; ok || (cached && !stale) {
+		if !ok {
+			return Size{}, fmt.Errorf("%s in %s: %w", name, location, ErrUnknownSize)
+		}
+		return s, nil
+	}
+	// Not read yet, or read long enough ago that the region may offer the size since.
+	sizes, err := c.list(ctx, location)
+	if err != nil {
+		return Size{}, err
+	}
+	c.mu.Lock()
+	if c.regions == nil {
+		c.regions, c.read = map[string]map[string]Size{}, map[string]time.Time{}
+	}
+	c.regions[location], c.read[location] = sizes, now()
+	c.mu.Unlock()
 	s, ok := sizes[strings.ToLower(name)]
 	if !ok {
 		return Size{}, fmt.Errorf("%s in %s: %w", name, location, ErrUnknownSize)
