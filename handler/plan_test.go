@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/vmrescue/vmrescue/internal/azsim"
+	"github.com/vmrescue/vmrescue/internal/azurite/azuritetest"
 	"github.com/vmrescue/vmrescue/internal/config"
 	"github.com/vmrescue/vmrescue/internal/pipeline"
 )
@@ -160,7 +162,11 @@ func TestPlanCommand(t *testing.T) {
 		{name: "forbidden-run-commands", vm: "app-web-01", deny: "/runCommands/", code: 1,
 			want: []string{"FAIL  read run commands on vmrescue-rescue-1: " + denied, "ok    rescue VM vmrescue-rescue-1"}},
 		{name: "forbidden-rescue-vm", vm: "app-web-01", deny: "/virtualMachines/vmrescue-rescue-1", code: 1,
-			want: []string{"FAIL  read rescue VM vmrescue-rescue-1: " + denied}},
+			want: []string{"FAIL  read rescue VM vmrescue-rescue-1: " + denied, "FAIL  rescue capacity: no readable rescue VM is in westeurope zone 1, and 1 of the pool could not be read"}},
+		{name: "storage-readable", vm: "app-web-01", code: 0, env: map[string]string{config.StorageConnection: "azurite"},
+			want: []string{"ok    read storage containers", "LUNs reserved"}},
+		{name: "storage-wrong-key", vm: "app-web-01", code: 1, env: map[string]string{config.StorageConnection: "azurite-wrong-key"},
+			want: []string{"FAIL  read storage containers", "FAIL  read LUN reservations"}},
 		{name: "forbidden-support-services", vm: "app-web-01", deny: "/providers/Microsoft.Support/services", code: 1,
 			want: []string{"FAIL  read support services and problem classifications: " + denied}},
 		{name: "forbidden-problem-classifications", vm: "app-web-01", deny: "/problemClassifications", code: 1,
@@ -187,6 +193,15 @@ func TestPlanCommand(t *testing.T) {
 			}
 			for k, v := range tc.env {
 				env[k] = v
+			}
+			switch env[config.StorageConnection] {
+			case "azurite":
+				env[config.StorageConnection] = azuritetest.ConnectionString(t)
+			case "azurite-wrong-key": // the account's name with another key: every request is refused
+				cs := azuritetest.ConnectionString(t)
+				i := strings.Index(cs, "AccountKey=")
+				j := i + len("AccountKey=") + strings.IndexByte(cs[i+len("AccountKey="):], ';')
+				env[config.StorageConnection] = cs[:i] + "AccountKey=" + base64.StdEncoding.EncodeToString([]byte("not the account's key")) + cs[j:]
 			}
 			id := tc.id
 			if id == "" {

@@ -248,6 +248,9 @@ func (l *Locks) LUNHolders(ctx context.Context, rescueVMID string) (map[int32]st
 	})
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
+		if bloberror.HasCode(err, bloberror.ContainerNotFound) {
+			return out, nil // nothing was ever reserved: the container is made at start
+		}
 		if err != nil {
 			return nil, fmt.Errorf("lun holders: %w", err)
 		}

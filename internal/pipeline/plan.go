@@ -98,6 +98,17 @@ func (p *Pipeline) Preflight(ctx context.Context, vmID string) (Plan, error) {
 	}
 	check("read resource SKUs", err, fmt.Sprintf("%s has %g GB of memory: the dump needs as much free space", vm.Size, memory))
 
+	if p.Blobs != nil && p.Blobs.Client != nil {
+		// A blob that does not exist answers 404 to an identity that may read the container.
+		var serr error
+		names := []string{p.Config.AuditContainer, p.Config.DumpsContainer, p.Config.ToolsContainer, p.Config.LocksContainer}
+		for _, c := range names {
+			if _, _, err := p.Blobs.Exists(ctx, c, "vmrescue-preflight"); err != nil && serr == nil {
+				serr = err
+			}
+		}
+		check("read storage containers", serr, strings.Join(names, ", "))
+	}
 	rescueID, lun := p.planRescue(ctx, &pl, vm)
 	if p.Config.Support.Enabled {
 		cl, err := p.Azure.Classifier.Classify(ctx)
@@ -114,7 +125,8 @@ func (p *Pipeline) planRescue(ctx context.Context, pl *Plan, vm vms.Facts) (stri
 	var best string
 	var bestLUN int32 = -1
 	bestFree := 0
-	inZone := 0
+	inZone, unread := 0, 0
+	locksRead := false
 	for _, id := range p.Config.RescueVMs {
 		rid, err := resourceid.ParseVM(id)
 		if err != nil {
@@ -124,6 +136,7 @@ func (p *Pipeline) planRescue(ctx context.Context, pl *Plan, vm vms.Facts) (stri
 		r, err := p.getVM(ctx, rid, true)
 		if err != nil {
 			pl.Checks = append(pl.Checks, Check{Name: "read rescue VM " + rid.Name, Detail: readError(err)})
+			unread++
 			continue
 		}
 		if !vms.SameLocation(r.Location, vm.Location) || r.Zone != vm.Zone {
@@ -154,12 +167,16 @@ func (p *Pipeline) planRescue(ctx context.Context, pl *Plan, vm vms.Facts) (stri
 		}
 		reserved := "LUN reservations not read"
 		if p.Locks != nil {
-			if holders, err := p.Locks.LUNHolders(ctx, r.ID); err == nil {
+			holders, err := p.Locks.LUNHolders(ctx, r.ID)
+			if err == nil {
 				for l := range holders {
 					used[l] = true
 				}
 				reserved = fmt.Sprintf("%d LUNs reserved", len(holders))
+			} else if !locksRead {
+				pl.Checks = append(pl.Checks, Check{Name: "read LUN reservations", Detail: readError(err)})
 			}
+			locksRead = true
 		}
 		free := size.MaxDataDiskCount - len(used)
 		_, _, rerr := p.getRun(ctx, rid, incident.RunCommandName("inc-00000000-000000-0000", "patch"))
@@ -175,9 +192,14 @@ func (p *Pipeline) planRescue(ctx context.Context, pl *Plan, vm vms.Facts) (stri
 			best, bestFree, bestLUN = r.ID, free, lowestFree(used)
 		}
 	}
-	if inZone == 0 {
+	switch {
+	case inZone == 0 && unread > 0:
+		// Not a refusal: an unreadable rescue VM may well be in the zone.
+		pl.Checks = append(pl.Checks, Check{Name: "rescue capacity", Detail: fmt.Sprintf(
+			"no readable rescue VM is in %s%s, and %d of the pool could not be read", vm.Location, zoneText(vm.Zone), unread)})
+	case inZone == 0:
 		pl.Refusals = append(pl.Refusals, fmt.Sprintf("no rescue VM of the pool is in %s%s", vm.Location, zoneText(vm.Zone)))
-	} else if best == "" {
+	case best == "":
 		pl.Checks = append(pl.Checks, Check{Name: "rescue capacity", Detail: "no free LUN now: RescueAttach would wait for one"})
 	}
 	return best, bestLUN
