@@ -352,7 +352,7 @@ func (c *cleaner) delete(ctx context.Context, incidentID, op, resourceIDStr stri
 	ctx = armclient.WithCorrelation(ctx, incidentID)
 	start := time.Now()
 	err := do(ctx)
-	d := detail{Operation: op, ResourceID: resourceIDStr, DurationMS: time.Since(start).Milliseconds(), Reason: "janitor cleanup"}
+	d := detail{Operation: op, ResourceID: resourceIDStr, DurationMS: msSince(start), Reason: "janitor cleanup"}
 	event := incident.EventSucceeded
 	if err != nil {
 		d.Error, event = clip(err.Error(), 500), incident.EventRetrying

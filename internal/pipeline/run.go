@@ -86,7 +86,7 @@ type detail struct {
 	MessageID   string              `json:"messageId,omitempty"`
 	Operation   string              `json:"operation,omitempty"`
 	ResourceID  string              `json:"resourceId,omitempty"`
-	DurationMS  int64               `json:"durationMs,omitempty"`
+	DurationMS  *int64              `json:"durationMs,omitempty"` // set on every ARM write, 0 included
 	DryRun      bool                `json:"dryRun,omitempty"`
 	Reason      string              `json:"reason,omitempty"`
 	Error       string              `json:"error,omitempty"`
@@ -505,7 +505,7 @@ func (r *run) write(ctx context.Context, op, resourceID string, fn func(ctx cont
 	}
 	start := time.Now()
 	err := fn(ctx)
-	d := detail{Operation: op, ResourceID: resourceID, DurationMS: time.Since(start).Milliseconds()}
+	d := detail{Operation: op, ResourceID: resourceID, DurationMS: msSince(start)}
 	event := incident.EventSucceeded
 	if err != nil {
 		d.Error = clip(err.Error(), 500)
@@ -590,3 +590,6 @@ func clip(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
+
+// msSince is the whole milliseconds since start, for a write's record.
+func msSince(start time.Time) *int64 { return ptr(time.Since(start).Milliseconds()) }

@@ -258,7 +258,7 @@ func stepsDone(recs []audit.Record) []string {
 		case d.Completed:
 			out = append(out, fmt.Sprintf("%s %s completed", rec.Time.UTC().Format(time.RFC3339), rec.Stage))
 		case d.Operation != "":
-			out = append(out, fmt.Sprintf("%s %s %s (%d ms)", rec.Time.UTC().Format(time.RFC3339), d.Operation, resourceName(d.ResourceID), d.DurationMS))
+			out = append(out, fmt.Sprintf("%s %s %s (%d ms)", rec.Time.UTC().Format(time.RFC3339), d.Operation, resourceName(d.ResourceID), val(d.DurationMS)))
 		}
 	}
 	return out
