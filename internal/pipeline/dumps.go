@@ -30,8 +30,10 @@ const bootDiagTimeout = 2 * time.Minute
 // blob it may write (harvest.BlobNames), each create and write only and valid at most
 // blobstore.MaxDumpSASLifetime, so the rescue VM can write nothing outside the incident's prefix.
 func (p *Pipeline) harvestFrom(ctx context.Context, r *run, rescueVMID string, lun int) error {
-	if err := p.ensureContainers(ctx); err != nil {
-		return err
+	if !r.dry {
+		if err := p.ensureContainers(ctx); err != nil {
+			return err
+		}
 	}
 	var prefixURL string
 	var blobSAS map[string]string

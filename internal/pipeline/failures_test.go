@@ -274,7 +274,8 @@ func TestDryRun(t *testing.T) {
 	}
 	for _, op := range []string{"VirtualMachines.BeginDeallocate", "Snapshots.BeginCreateOrUpdate", "Disks.BeginCreateOrUpdate",
 		"VirtualMachines.BeginAttachDetachDataDisks", "VirtualMachineRunCommands.BeginCreateOrUpdate", "VirtualMachines.BeginUpdate",
-		"VirtualMachines.BeginStart", "Tickets.BeginCreate"} {
+		"VirtualMachines.BeginStart", "Tickets.BeginCreate", "VirtualMachineRunCommands.BeginDelete", "Disks.BeginDelete",
+		"Snapshots.BeginDelete", "VirtualMachines.RetrieveBootDiagnosticsData"} {
 		if !planned[op] {
 			t.Errorf("planned writes lack %s", op)
 		}

@@ -129,6 +129,10 @@ func (p *Pipeline) dropDisk(ctx context.Context, r *run, rescueVMID string, lun 
 	if err != nil {
 		return fmt.Errorf("read disk %s: %w", name, err)
 	}
+	if !exists && r.dry {
+		// The disk was only planned: so are its detach and delete.
+		exists, d.ManagedBy = true, rescue.String()
+	}
 	if exists && strings.EqualFold(d.ManagedBy, rescue.String()) {
 		if err := r.detach(ctx, rescue, did); err != nil {
 			return fmt.Errorf("detach %s: %w", name, err)
