@@ -319,6 +319,21 @@ func TestStageInvocations(t *testing.T) {
 		{"not a stage message", "Snapshot", map[string]any{"hello": "world"}, 200, false, incident.EventRejected},
 		{"wrong types", "Snapshot", map[string]any{"version": "one", "incidentId": 5}, 200, false, incident.EventRejected},
 	}
+	rejections := func() int {
+		rejected, err := e.trail.List(ctx, incident.StateRejected)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, _ := e.trail.Read(ctx, id)
+		n := len(rejected)
+		for _, r := range recs {
+			if r.Event == incident.EventRejected {
+				n++
+			}
+		}
+		return n
+	}
+	rejectedBefore := rejections()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			mu.Lock()
@@ -348,21 +363,21 @@ func TestStageInvocations(t *testing.T) {
 			if got := recs[len(recs)-1].Event; tc.wantEvent != "" && got != tc.wantEvent && tc.wantEvent != incident.EventRejected {
 				t.Errorf("last event = %s, want %s", got, tc.wantEvent)
 			}
+			// A rejection is on record: on the incident's own trail, or as a rejected incident
+			// when the message names none that can be written to.
+			want := rejectedBefore
+			if tc.wantEvent == incident.EventRejected {
+				want++
+			}
+			if rejectedBefore = rejections(); rejectedBefore != want {
+				t.Errorf("rejections on record = %d, want %d", rejectedBefore, want)
+			}
 		})
 	}
 	if calls[0] != id+"/1/"+id+":snapshot" {
 		t.Errorf("delivery not passed through: %s", calls[0])
 	}
-	// Every rejection is on record somewhere: the incident's own trail or a rejected incident.
-	rejected, _ := e.trail.List(ctx, incident.StateRejected)
-	recs, _ := e.trail.Read(ctx, id)
-	n := len(rejected)
-	for _, r := range recs {
-		if r.Event == incident.EventRejected {
-			n++
-		}
-	}
-	if n != 5 {
+	if n := rejections(); n != 5 {
 		t.Errorf("rejections recorded = %d, want 5", n)
 	}
 }
