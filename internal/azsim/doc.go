@@ -84,7 +84,7 @@
 //	func (st *State) Operations() []Operation        // every LRO, Run Command execution and snapshot copy, with its simulated span
 //	func (st *State) Tagged(tag string) []string      // ids of VMs/disks/snapshots carrying the tag
 //	func (st *State) SetPowerState(vmID string, p PowerState) error
-//	func (st *State) SetAgentReady(vmID string) error // the guest booted; its agent reports Ready
+//	func (st *State) SetAgentReady(vmID, osDiskID string) error // the guest booted from it; its agent reports Ready
 //	func (st *State) SetBootDiagnostics(vmID string, screenshot, serialLog []byte) error
 //	func (st *State) SetVMTags(vmID string, tags map[string]string) error
 //	func (st *State) ResourceID(kind, resourceGroup, name string) string // kind: virtualMachines|disks|snapshots

@@ -401,6 +401,7 @@ func TestGuestReportsAgent(t *testing.T) {
 			}
 			c := newClients(t, sim.SubscriptionID(), sim.ClientOptions())
 			name, id := fleet.VMs[0].Name, fleet.VMID(fleet.VMs[0].Name)
+			osDisk := func() string { vm, _ := sim.State().VM(id); return vm.OSDiskID }
 			ready := func() bool {
 				t.Helper()
 				resp, err := c.vms.Get(ctxT(t), appRG, name, &armcompute.VirtualMachinesClientGetOptions{
@@ -431,7 +432,7 @@ func TestGuestReportsAgent(t *testing.T) {
 			if !guest {
 				return
 			}
-			if err := sim.State().SetAgentReady(id); err != nil {
+			if err := sim.State().SetAgentReady(id, osDisk()); err != nil {
 				t.Fatal(err)
 			}
 			if !ready() {
@@ -444,7 +445,7 @@ func TestGuestReportsAgent(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := sim.State().SetAgentReady(id); err == nil {
+			if err := sim.State().SetAgentReady(id, osDisk()); err == nil {
 				t.Error("SetAgentReady of a deallocated VM succeeded")
 			}
 			start()

@@ -541,8 +541,10 @@ func (st *State) SetPowerState(id string, p PowerState) error {
 	return nil
 }
 
-// SetAgentReady records that the guest of a running VM booted and its VM agent reports Ready.
-func (st *State) SetAgentReady(id string) error {
+// SetAgentReady records that the guest of a running VM booted from osDiskID and its VM agent
+// reports Ready. It refuses when the VM runs on another disk or is not running: that boot is
+// no longer the VM's.
+func (st *State) SetAgentReady(id, osDiskID string) error {
 	st.lock()
 	defer st.unlock()
 	v, ok := st.vms[key(id)]
@@ -551,6 +553,9 @@ func (st *State) SetAgentReady(id string) error {
 	}
 	if v.Power != PowerRunning {
 		return fmt.Errorf("azsim: VM %s is %s, not running", v.Name, v.Power)
+	}
+	if !strings.EqualFold(v.OSDiskID, osDiskID) {
+		return fmt.Errorf("azsim: VM %s runs on %s, not %s", v.Name, v.OSDiskID, osDiskID)
 	}
 	v.AgentNotReady = false
 	return nil

@@ -145,7 +145,7 @@ func (w *World) boot(st *azsim.State, vm azsim.VM, b *Boot) {
 		if win != nil {
 			w.setBootDiagnostics(st, vm.ID, win, false, 0)
 		}
-		if err := st.SetAgentReady(vm.ID); err != nil {
+		if err := st.SetAgentReady(vm.ID, b.OSDiskID); err != nil {
 			interrupted() // stopped in the meantime
 			return
 		}

@@ -101,7 +101,10 @@
 // crash, dump and event per start: the further turns of the loop are not repeated. A VM
 // deallocated or restarted during its boot or dump write ends "interrupted", without a dump.
 //
-// Not modelled: the VM agent's "Not Ready" status and Resource Health's AvailabilityStatusChanged
-// during the loop (azsim's instance view shows a running VM as Ready); the page file (Windows
-// writes the dump there first); Linux guests beyond crash/healthy and events.
+// The VM agent is "Not Ready" after each start (azsim's GuestReportsAgent) until a boot comes up
+// healthy; a crash-looping VM never reports Ready.
+//
+// Not modelled: Resource Health's AvailabilityStatusChanged during the loop; the page file
+// (Windows writes the dump there first); Linux guests beyond crash/healthy and events; the agent
+// of a fleet VM seeded running before any start (Ready).
 package winsim
