@@ -158,6 +158,16 @@ func NewID(now time.Time) string {
 	return "inc-" + now.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
 }
 
+// OpenedAt is the opening time an incident id carries (to the second); ok is false for an id of
+// another shape.
+func OpenedAt(id string) (time.Time, bool) {
+	if !ValidID(id) {
+		return time.Time{}, false
+	}
+	t, err := time.Parse("20060102-150405", id[len("inc-"):len("inc-20060102-150405")])
+	return t, err == nil
+}
+
 // ValidID reports whether id has the shape NewID makes. Ids reach blob names, resource names and
 // URLs, so nothing else is accepted.
 func ValidID(id string) bool { return idPattern.MatchString(id) }

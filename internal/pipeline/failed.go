@@ -83,7 +83,7 @@ func (p *Pipeline) rollback(ctx context.Context, r *run) error {
 		r.made.Swapped, swappedBack = false, true
 		vm.OSDiskID, vm.Power = original, vms.PowerDeallocated
 	}
-	if !vmGone && original != "" && strings.EqualFold(vm.OSDiskID, original) && swappedIn(r.recs) {
+	if swappedBack || (!vmGone && original != "" && strings.EqualFold(vm.OSDiskID, original) && swappedIn(r.recs)) {
 		// The Janitor keeps a patched disk that is, or was last, the VM's OS disk; now that the
 		// original is back it is temporary again.
 		if err := r.checkpoint(ctx, checkpointSwappedBack, detail{Reason: "the original OS disk is back: " + original}); err != nil {

@@ -68,7 +68,7 @@ func (j *janitor) Run(ctx context.Context, _ hostproto.Timer) error {
 func (p *Pipeline) Clean(ctx context.Context) (JanitorReport, error) {
 	ctx, cancel := context.WithTimeout(ctx, janitorBudget)
 	defer cancel()
-	c := &cleaner{p: p, now: p.now(), incidents: map[string]incidentFacts{}}
+	c := &cleaner{p: p, now: p.now(), incidents: map[string]incidentFacts{}, unread: map[string]error{}}
 	var errs []error
 	for _, step := range []func(context.Context) error{c.stalls, c.disks, c.snapshots, c.luns, c.runs} {
 		if err := step(ctx); err != nil {
@@ -84,6 +84,7 @@ type cleaner struct {
 	now       time.Time
 	rep       JanitorReport
 	incidents map[string]incidentFacts // read once per run
+	unread    map[string]error         // incidents whose trail could not be read this run
 }
 
 // incidentFacts is what the Janitor knows of an incident from its trail.
@@ -107,27 +108,38 @@ func (c *cleaner) incident(ctx context.Context, id string) (incidentFacts, error
 	if f, ok := c.incidents[id]; ok {
 		return f, nil
 	}
+	if err, ok := c.unread[id]; ok {
+		return incidentFacts{}, err
+	}
 	var f incidentFacts
 	s, err := c.p.Trail.State(ctx, id)
-	if err != nil && !errors.Is(err, audit.ErrNotFound) {
-		return f, fmt.Errorf("janitor: state of %s: %w", id, err)
+	if err == nil || errors.Is(err, audit.ErrNotFound) {
+		var recs []audit.Record
+		if recs, err = c.p.Trail.Read(ctx, id); err == nil || errors.Is(err, audit.ErrNotFound) {
+			err = nil
+			f.state = s
+			if len(recs) > 0 {
+				f.ended = recs[len(recs)-1].Time
+				f.osDisk = swappedIn(recs)
+			}
+		}
 	}
-	recs, err := c.p.Trail.Read(ctx, id)
-	if err != nil && !errors.Is(err, audit.ErrNotFound) {
-		return f, fmt.Errorf("janitor: trail of %s: %w", id, err)
+	if err != nil {
+		err = fmt.Errorf("janitor: trail of %s: %w", id, err)
+		c.unread[id] = err
+		c.rep.Errors = append(c.rep.Errors, err.Error())
+		return f, err
 	}
-	f.state = s
-	if len(recs) > 0 {
-		f.ended = recs[len(recs)-1].Time
-		f.osDisk = swappedIn(recs)
+	if f.state == "" && f.ended.IsZero() {
+		// No trail. Resources that name an incident opened within the retention period are left
+		// alone: a trail that is missing (an audit container replaced by an empty one) says
+		// nothing of whether the incident is over.
+		if opened, ok := incident.OpenedAt(id); ok && c.now.Sub(opened) <= c.p.Config.Retention {
+			f.state = incident.StateActive
+		}
 	}
 	c.incidents[id] = f
 	return f, nil
-}
-
-// skip notes an incident whose trail could not be read; its resources wait for the next run.
-func (c *cleaner) skip(err error) {
-	c.rep.Errors = append(c.rep.Errors, err.Error())
 }
 
 func (c *cleaner) stalls(ctx context.Context) error {
@@ -245,8 +257,7 @@ func (c *cleaner) disksIn(ctx context.Context, sub string) error {
 			}
 			inc, err := c.incident(ctx, id)
 			if err != nil {
-				c.skip(err)
-				continue
+				continue // reported by incident; left for the next run
 			}
 			if role == incident.RoleRescueDisk && inc.osDisk {
 				c.keep(f.ID, "swapped in as the VM's OS disk")
@@ -309,8 +320,7 @@ func (c *cleaner) snapshotsIn(ctx context.Context, sub string) error {
 			}
 			inc, err := c.incident(ctx, id)
 			if err != nil {
-				c.skip(err)
-				continue
+				continue // reported by incident; left for the next run
 			}
 			switch role {
 			case incident.RoleBackupSnapshot:
@@ -392,8 +402,7 @@ func (c *cleaner) luns(ctx context.Context) error {
 		for lun, id := range holders {
 			inc, err := c.incident(ctx, id)
 			if err != nil {
-				c.skip(err)
-				continue
+				continue // reported by incident; left for the next run
 			}
 			if !inc.over() {
 				continue
@@ -438,8 +447,7 @@ func (c *cleaner) runs(ctx context.Context) error {
 				}
 				inc, err := c.incident(ctx, id)
 				if err != nil {
-					c.skip(err)
-					continue
+					continue // reported by incident; left for the next run
 				}
 				if !inc.over() {
 					continue

@@ -41,7 +41,11 @@ func lastActivity(recs []audit.Record) time.Time {
 	for _, rec := range recs {
 		d := detailOf(rec)
 		progress := rec.Event == incident.EventOpened || rec.Event == incident.EventSucceeded ||
-			(rec.Event == incident.EventRetrying && d.Unbounded)
+			(rec.Event == incident.EventRetrying && d.Unbounded) ||
+			// A rollback queued (a terminal failure, a dead letter, the Janitor's own stall
+			// record) or begun: the Janitor queues another only a whole stall timeout later.
+			(rec.Event == incident.EventFailed && d.RollbackQueued) ||
+			(rec.Stage == string(incident.StageFailed) && rec.Event == incident.EventStarted)
 		if progress && rec.Time.After(t) {
 			t = rec.Time
 		}
@@ -63,6 +67,9 @@ func swappedIn(recs []audit.Record) bool {
 			in = false
 		case d.Artifacts != nil && d.Artifacts.Swapped:
 			in = true
+		case rec.Stage == string(incident.StageReattachReboot) && rec.Event == incident.EventSucceeded &&
+			d.Operation == "VirtualMachines.BeginUpdate":
+			in = true // the swap's own write record: on the trail before the stage's completion
 		}
 	}
 	return in

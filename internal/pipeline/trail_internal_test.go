@@ -38,6 +38,12 @@ func TestLastActivity(t *testing.T) {
 			rec(at(10), incident.StageRescueAttach, incident.EventRetrying, detail{NotBefore: ptr(at(15))})}, at(15)},
 		{"a wait for capacity is kept up", []audit.Record{opened,
 			rec(at(200), incident.StageRescueAttach, incident.EventRetrying, detail{Unbounded: true})}, at(200)},
+		{"a rollback queued: the Janitor's stall record", []audit.Record{opened,
+			rec(at(130), janitorStage, incident.EventFailed, detail{RollbackQueued: true})}, at(130)},
+		{"a rollback begun", []audit.Record{opened,
+			rec(at(140), incident.StageFailed, incident.EventStarted, detail{})}, at(140)},
+		{"a failed write is not progress", []audit.Record{opened,
+			rec(at(150), incident.StageRescueAttach, incident.EventFailed, detail{Operation: "Disks.BeginCreateOrUpdate"})}, at(0)},
 		{"the reproduction wait", []audit.Record{opened,
 			rec(at(20), incident.StageReattachReboot, incident.EventSucceeded, detail{Completed: true, NotBefore: ptr(at(30))})}, at(30)},
 	}
@@ -66,6 +72,10 @@ func TestSwappedIn(t *testing.T) {
 		{"never swapped", []audit.Record{rec(now, incident.StageSnapshot, incident.EventSucceeded, detail{Completed: true})}, false},
 		{"swapped", []audit.Record{swap}, true},
 		{"swapped back", []audit.Record{swap, back, end}, false},
+		{"only the swap's write on the trail", []audit.Record{rec(now, incident.StageReattachReboot, incident.EventSucceeded,
+			detail{Operation: "VirtualMachines.BeginUpdate", DurationMS: ptr(int64(3))})}, true},
+		{"the swap only planned (dry run)", []audit.Record{rec(now, incident.StageReattachReboot, incident.EventSkipped,
+			detail{Operation: "VirtualMachines.BeginUpdate", DryRun: true})}, false},
 	}
 	for _, tc := range cases {
 		if got := swappedIn(tc.recs); got != tc.want {
