@@ -126,7 +126,7 @@ func (p *Pipeline) planRescue(ctx context.Context, pl *Plan, vm vms.Facts) (stri
 	var bestLUN int32 = -1
 	bestFree := 0
 	inZone, unread := 0, 0
-	locksRead := false
+	locksFailed := false
 	for _, id := range p.Config.RescueVMs {
 		rid, err := resourceid.ParseVM(id)
 		if err != nil {
@@ -173,10 +173,10 @@ func (p *Pipeline) planRescue(ctx context.Context, pl *Plan, vm vms.Facts) (stri
 					used[l] = true
 				}
 				reserved = fmt.Sprintf("%d LUNs reserved", len(holders))
-			} else if !locksRead {
+			} else if !locksFailed {
 				pl.Checks = append(pl.Checks, Check{Name: "read LUN reservations", Detail: readError(err)})
+				locksFailed = true // once, not per rescue VM
 			}
-			locksRead = true
 		}
 		free := size.MaxDataDiskCount - len(used)
 		_, _, rerr := p.getRun(ctx, rid, incident.RunCommandName("inc-00000000-000000-0000", "patch"))

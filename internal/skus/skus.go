@@ -75,12 +75,14 @@ func (c *Catalog) Size(ctx context.Context, location, name string) (Size, error)
 	if err != nil {
 		return Size{}, err
 	}
-	c.mu.Lock()
-	if c.regions == nil {
-		c.regions, c.read = map[string]map[string]Size{}, map[string]time.Time{}
+	if len(sizes) > 0 { // an empty answer is not a region without sizes: ask again next time
+		c.mu.Lock()
+		if c.regions == nil {
+			c.regions, c.read = map[string]map[string]Size{}, map[string]time.Time{}
+		}
+		c.regions[location], c.read[location] = sizes, now()
+		c.mu.Unlock()
 	}
-	c.regions[location], c.read[location] = sizes, now()
-	c.mu.Unlock()
 	s, ok := sizes[strings.ToLower(name)]
 	if !ok {
 		return Size{}, fmt.Errorf("%s in %s: %w", name, location, ErrUnknownSize)
