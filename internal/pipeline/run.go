@@ -584,11 +584,12 @@ func nonEmpty(a incident.Artifacts) *incident.Artifacts {
 	return &a
 }
 
+// clip cuts s after at most n bytes, on a character boundary, and marks the cut with "…".
 func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n] + "…"
+	return cutUTF8(s, n) + "…"
 }
 
 // msSince is the whole milliseconds since start, for a write's record.
