@@ -165,33 +165,42 @@ func attachForeignDisk(t *testing.T, e *env, rescueID string, lun int32) string 
 		t.Fatal(err)
 	}
 	vm, _ := e.sim.State().VM(rescueID)
-	dc, err := armcompute.NewDisksClient(e.fleet.SubscriptionID, azsim.Credential(), e.sim.ClientOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := armcompute.Disk{Location: to.Ptr(vm.Location), Properties: &armcompute.DiskProperties{
-		CreationData: &armcompute.CreationData{CreateOption: to.Ptr(armcompute.DiskCreateOptionEmpty)}, DiskSizeGB: to.Ptr[int32](32)}}
-	if vm.Zone != "" {
-		body.Zones = []*string{to.Ptr(vm.Zone)}
-	}
-	dp, err := dc.BeginCreateOrUpdate(ctx, rid.ResourceGroup, "ops-scratch", body, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	made, err := dp.PollUntilDone(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	made := emptyDisk(t, e, rid.ResourceGroup, "ops-scratch", vm.Zone, nil)
 	vc, err := armcompute.NewVirtualMachinesClient(e.fleet.SubscriptionID, azsim.Credential(), e.sim.ClientOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
 	ap, err := vc.BeginAttachDetachDataDisks(ctx, rid.ResourceGroup, rid.Name, armcompute.AttachDetachDataDisksRequest{
-		DataDisksToAttach: []*armcompute.DataDisksToAttach{{DiskID: made.ID, Lun: to.Ptr(lun)}}}, nil)
+		DataDisksToAttach: []*armcompute.DataDisksToAttach{{DiskID: to.Ptr(made), Lun: to.Ptr(lun)}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ap.PollUntilDone(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	return made
+}
+
+// emptyDisk makes an empty 32 GB disk in the fleet's region through the SDK, as an operator might,
+// and returns its id.
+func emptyDisk(t *testing.T, e *env, rg, name, zone string, tags map[string]*string) string {
+	t.Helper()
+	ctx := context.Background()
+	dc, err := armcompute.NewDisksClient(e.fleet.SubscriptionID, azsim.Credential(), e.sim.ClientOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := armcompute.Disk{Location: to.Ptr(e.fleet.Location), Tags: tags, Properties: &armcompute.DiskProperties{
+		CreationData: &armcompute.CreationData{CreateOption: to.Ptr(armcompute.DiskCreateOptionEmpty)}, DiskSizeGB: to.Ptr[int32](32)}}
+	if zone != "" {
+		body.Zones = []*string{to.Ptr(zone)}
+	}
+	dp, err := dc.BeginCreateOrUpdate(ctx, rg, name, body, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	made, err := dp.PollUntilDone(ctx, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return *made.ID

@@ -164,22 +164,8 @@ func TestJanitorTrailless(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	ctx := context.Background()
 	id := incident.NewID(time.Now())
-	name := incident.RescueDiskName(id)
-	dc, err := armcompute.NewDisksClient(e.fleet.SubscriptionID, azsim.Credential(), e.sim.ClientOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := dc.BeginCreateOrUpdate(ctx, "rg-app", name, armcompute.Disk{Location: to.Ptr(e.fleet.Location),
-		Tags: map[string]*string{incident.TagIncident: to.Ptr(id), incident.TagRole: to.Ptr(incident.RoleRescueDisk)},
-		SKU:  &armcompute.DiskSKU{Name: to.Ptr(armcompute.DiskStorageAccountTypesPremiumLRS)},
-		Properties: &armcompute.DiskProperties{DiskSizeGB: to.Ptr[int32](8),
-			CreationData: &armcompute.CreationData{CreateOption: to.Ptr(armcompute.DiskCreateOptionEmpty)}}}, nil)
-	if err == nil {
-		_, err = p.PollUntilDone(ctx, nil)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	emptyDisk(t, e, "rg-app", incident.RescueDiskName(id), "",
+		map[string]*string{incident.TagIncident: to.Ptr(id), incident.TagRole: to.Ptr(incident.RoleRescueDisk)})
 	j := e.newPipeline(nil)
 	j.Now = func() time.Time { return time.Now().Add(time.Hour) }
 	if rep, err := j.Clean(ctx); err != nil || len(rep.DeletedDisks) != 0 {

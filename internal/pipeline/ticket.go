@@ -232,7 +232,7 @@ func TicketDescription(msg incident.Message, a incident.Artifacts, recs []audit.
 		}
 	}
 	if d := b.String(); len(d) > maxDescription {
-		return cutUTF8(d, maxDescription-len("…")) + "…"
+		return clip(d, maxDescription-len("…"))
 	}
 	return b.String()
 }
